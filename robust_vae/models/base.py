@@ -1,0 +1,236 @@
+"""The thesis architecture (protocol §2), the model interface, and the ELBO pieces.
+
+Every family is a :class:`LatentVAE` subclass that only changes ``loss``. Attacks and
+evaluation use only the interface methods ``encode``, ``decode``, ``reconstruct``,
+``relaxed_reconstruct`` and ``attack_code``, so any ``torch.nn.Module`` that implements
+them can be attacked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robust_vae.errors import ConfigError
+
+
+class LatentParams(NamedTuple):
+    """Posterior parameters of a batch.
+
+    mean, logvar: (N, latent_dim); logits: (N, categorical_dim) or None without a categorical.
+    """
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    logits: torch.Tensor | None
+
+
+@dataclass
+class VAEConfig:
+    """Entangled VAE (protocol §2): standard ELBO, 10 Gaussian + one 10-way Concrete latent.
+
+    Training values (lr, batch, steps, weight decay) live here too, so that one dataclass
+    fully specifies a zoo checkpoint.
+    """
+
+    latent_dim: int = 10
+    categorical_dim: int = 10
+    temperature: float = 0.1
+    hidden_dim: int = 128
+    image_size: int = 32
+    channels: int = 1
+    lr: float = 1e-4
+    batch_size: int = 64
+    steps: int = 100_000
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.latent_dim < 1:
+            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.categorical_dim < 0 or self.categorical_dim == 1:
+            raise ConfigError(f"categorical_dim must be 0 or >= 2, got {self.categorical_dim}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.image_size != 32:
+            raise ConfigError("the thesis architecture takes 32x32 images (image_size = 32)")
+        for name in ("lr", "batch_size", "steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "VAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        return cls(**values)
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per dimension: (N, D) -> (N, D)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def categorical_kl(logits: torch.Tensor) -> torch.Tensor:
+    """Analytic KL(q || Uniform(K)) = Σ q_i log(q_i K): (N, K) -> (N,)."""
+    log_q = F.log_softmax(logits, dim=-1)
+    return (log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum(-1)
+
+
+def gaussian_kl_between(
+    mean_a: torch.Tensor, logvar_a: torch.Tensor, mean_b: torch.Tensor, logvar_b: torch.Tensor
+) -> torch.Tensor:
+    """KL(N_a || N_b) for diagonal Gaussians, summed over dimensions: (N, D) -> (N,)."""
+    return 0.5 * (
+        logvar_b - logvar_a + (logvar_a.exp() + (mean_a - mean_b).pow(2)) / logvar_b.exp() - 1.0
+    ).sum(-1)
+
+
+def categorical_kl_between(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """KL(Cat(a) || Cat(b)): (N, K) -> (N,)."""
+    log_a = F.log_softmax(logits_a, dim=-1)
+    log_b = F.log_softmax(logits_b, dim=-1)
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+class Encoder(nn.Module):
+    """(N, 1, 32, 32) -> (N, out_dim): three stride-2 4×4 convs, Dense 128, linear head."""
+
+    def __init__(self, channels: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
+        )
+        self.hidden = nn.Linear(64 * 4 * 4, hidden_dim)
+        self.head = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(x).flatten(1)
+        return self.head(F.relu(self.hidden(h)))
+
+
+class Decoder(nn.Module):
+    """(N, in_dim) -> (N, 1, 32, 32) logits: Dense 128, Dense 64·4·4, three 4×4 transposed convs."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, channels: int) -> None:
+        super().__init__()
+        self.dense = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 64 * 4 * 4), nn.ReLU()
+        )
+        self.deconvs = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconvs(self.dense(z).view(-1, 64, 4, 4))
+
+
+class LatentVAE(nn.Module):
+    """VAE with Gaussian latents and an optional Concrete categorical (thesis architecture).
+
+    Subclasses set ``config_class`` and override :meth:`objective`.
+    """
+
+    config_class: ClassVar[type[VAEConfig]] = VAEConfig
+    family: ClassVar[str] = "vae"
+
+    def __init__(self, config: VAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else self.config_class()
+        c = self.config
+        self.encoder = Encoder(c.channels, c.hidden_dim, 2 * c.latent_dim + c.categorical_dim)
+        self.decoder = Decoder(c.latent_dim + c.categorical_dim, c.hidden_dim, c.channels)
+
+    # ----- the model interface (what attacks and evaluation use) -----
+    def encode(self, x: torch.Tensor) -> LatentParams:
+        """(N, 1, 32, 32) in [0, 1] -> posterior parameters."""
+        h = self.encoder(x)
+        d = self.config.latent_dim
+        logits = h[:, 2 * d:] if self.config.categorical_dim else None
+        return LatentParams(h[:, :d], h[:, d:2 * d], logits)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, latent_dim + categorical_dim) -> (N, 1, 32, 32) images in [0, 1]."""
+        return torch.sigmoid(self.decoder(z))
+
+    def deterministic_code(self, params: LatentParams) -> torch.Tensor:
+        """Decoder input at evaluation: Gaussian mean ⊕ one-hot argmax of the categorical."""
+        if params.logits is None:
+            return params.mean
+        one_hot = F.one_hot(params.logits.argmax(-1), params.logits.shape[-1]).to(params.mean.dtype)
+        return torch.cat([params.mean, one_hot], dim=-1)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction (means, argmax one-hot): (N,1,32,32) -> (N,1,32,32)."""
+        return self.decode(self.deterministic_code(self.encode(x)))
+
+    def relaxed_reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable stand-in for :meth:`reconstruct`: softmax(logits / τ) instead of argmax."""
+        params = self.encode(x)
+        if params.logits is None:
+            return self.decode(params.mean)
+        soft = F.softmax(params.logits / self.config.temperature, dim=-1)
+        return self.decode(torch.cat([params.mean, soft], dim=-1))
+
+    def attack_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The thesis's φ(x): Gaussian means ⊕ categorical logits, (N, latent_dim + K)."""
+        params = self.encode(x)
+        if params.logits is None:
+            return params.mean
+        return torch.cat([params.mean, params.logits], dim=-1)
+
+    # ----- training -----
+    def sample_code(self, params: LatentParams) -> torch.Tensor:
+        """Reparameterised Gaussian sample ⊕ Concrete (Gumbel-softmax) sample at temperature τ."""
+        std = torch.exp(0.5 * params.logvar)
+        z = params.mean + std * torch.randn_like(std)
+        if params.logits is None:
+            return z
+        uniform = torch.rand_like(params.logits).clamp_(1e-10, 1.0 - 1e-10)
+        gumbel = -torch.log(-torch.log(uniform))
+        c = F.softmax((params.logits + gumbel) / self.config.temperature, dim=-1)
+        return torch.cat([z, c], dim=-1)
+
+    def loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One stochastic pass: batch-mean BCE (summed over pixels) and batch-mean KLs."""
+        params = self.encode(x)
+        logits = self.decoder(self.sample_code(params))
+        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+        terms = {"recon": recon, "kl_z": gaussian_kl(params.mean, params.logvar).sum(-1).mean()}
+        if params.logits is not None:
+            terms["kl_c"] = categorical_kl(params.logits).mean()
+        else:
+            terms["kl_c"] = torch.zeros((), device=x.device)
+        return terms
+
+    def objective(self, terms: dict[str, torch.Tensor], step: int, total_steps: int) -> torch.Tensor:
+        """The quantity training minimises; the plain VAE minimises the negative ELBO."""
+        return terms["recon"] + terms["kl_z"] + terms["kl_c"]
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Adam as in the thesis; ``weight_decay`` is Adam's L2 term (torch semantics)."""
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+
+def linear_capacity(step: int, total_steps: int, capacity_max: float) -> float:
+    """Capacity schedule C(step) = capacity_max · min(step / total_steps, 1) (Burgess; JointVAE)."""
+    if total_steps <= 0:
+        return capacity_max
+    return capacity_max * min(step / total_steps, 1.0)

@@ -1,0 +1,261 @@
+"""Resumable VAE training (protocol §2 schedule) and the metrics written to model cards.
+
+Resume state (weights, optimiser, RNG and data order) lives in a cache folder outside the
+repository; rerunning the same command after a kill continues from the last checkpoint and
+gives the same weights as an uninterrupted run. Only final weights and cards go to ``out``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from robust_vae.data import Dataset, default_cache_dir, load_dataset
+from robust_vae.models import LatentVAE, get_family
+from robust_vae.models.base import gaussian_kl, categorical_kl
+from robust_vae.zoo import Card, model_stem, models_root, save_weights
+
+
+def config_digest(payload: dict[str, Any]) -> str:
+    """Short stable hash of a JSON-able dict: names the checkpoint folder of one configuration."""
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class BatchStream:
+    """Epoch-wise shuffled minibatch indices whose position can be saved and restored."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.generator)
+        self.position = 0
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch_size > self.n:  # drop the ragged tail, start a new epoch
+            self.order = torch.randperm(self.n, generator=self.generator)
+            self.position = 0
+        idx = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return idx
+
+    def state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = state["order"]
+        self.position = int(state["position"])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainResult:
+    card: Card
+    resumed_from: int
+
+
+def environment_info() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+@torch.no_grad()
+def evaluate_vae(
+    model: LatentVAE,
+    test: Dataset,
+    classifier: torch.nn.Module | None,
+    step: int | None = None,
+    batch_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Card metrics on the test split.
+
+    recon_bce: BCE of the deterministic reconstruction, summed over pixels, mean over images;
+    kl_per_dim: mean KL of each Gaussian dimension; kl_categorical; elbo: one-sample estimate
+    (nats per image); objective: the family's training objective at ``step``;
+    recon_accuracy: the classifier's accuracy on deterministic reconstructions.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    n = len(test)
+    total_steps = step if step is not None else model.config.steps
+    sums: dict[str, Any] = {"recon_bce": 0.0, "elbo": 0.0, "objective": 0.0, "kl_c": 0.0, "correct": 0}
+    kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64)
+    for start in range(0, n, batch_size):
+        x = test.images[start:start + batch_size].to(device)
+        y = test.labels[start:start + batch_size].to(device)
+        params = model.encode(x)
+        recon = model.decode(model.deterministic_code(params))
+        sums["recon_bce"] += F.binary_cross_entropy(recon, x, reduction="sum").item()
+        kl_dims += gaussian_kl(params.mean, params.logvar).sum(0).double().cpu()
+        if params.logits is not None:
+            sums["kl_c"] += categorical_kl(params.logits).sum().item()
+        terms = model.loss_terms(x)
+        rows = x.shape[0]
+        sums["elbo"] -= (terms["recon"] + terms["kl_z"] + terms["kl_c"]).item() * rows
+        sums["objective"] += model.objective(terms, total_steps, total_steps).item() * rows
+        if classifier is not None:
+            sums["correct"] += (classifier(recon).argmax(-1) == y).sum().item()
+    torch.set_rng_state(generator_state)
+    metrics: dict[str, Any] = {
+        "recon_bce": sums["recon_bce"] / n,
+        "kl_per_dim": [round(v, 6) for v in (kl_dims / n).tolist()],
+        "kl_gaussian": float(kl_dims.sum() / n),
+        "kl_categorical": sums["kl_c"] / n,
+        "elbo": sums["elbo"] / n,
+        "objective": sums["objective"] / n,
+    }
+    if classifier is not None:
+        metrics["recon_accuracy"] = sums["correct"] / n
+    return metrics
+
+
+def checkpoint_dir(family: str, dataset: str, seed: int, config: dict[str, Any]) -> Path:
+    digest = config_digest({"family": family, "dataset": dataset, "seed": seed, "config": config})
+    return default_cache_dir() / "checkpoints" / dataset / f"{family}-seed{seed}-{digest}"
+
+
+def train_vae(
+    family: str,
+    dataset: str = "mnist",
+    seed: int = 0,
+    steps: int | None = None,
+    out_dir: Path | None = None,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    checkpoint_every: int = 2000,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> TrainResult | None:
+    """Train one family with the config's schedule; resume from the cache if a checkpoint exists.
+
+    ``stop_after`` ends the run early after that many steps of this call (for tests of resume);
+    it then returns None without writing final weights.
+    """
+    from robust_vae.zoo import load_classifier
+
+    family_class = get_family(family)
+    values = dict(overrides or {})
+    if steps is not None:
+        values["steps"] = steps
+    config = family_class.config_class(**values)
+    out_dir = Path(out_dir) if out_dir is not None else models_root() / dataset
+    ckpt_dir = checkpoint_dir(family, dataset, seed, config.to_dict())
+    ckpt_path = ckpt_dir / "checkpoint.pt"
+
+    torch.manual_seed(seed)
+    model = family_class(config).to(device)
+    optimizer = model.optimizer()
+    train = load_dataset(dataset, "train", data_dir)
+    stream = BatchStream(len(train), config.batch_size, seed)
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stream.restore(state["stream"])
+        torch.set_rng_state(state["torch_rng"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        log(f"resuming {family} seed {seed} from step {step} ({ckpt_path})")
+    resumed_from = step
+
+    def save_checkpoint() -> None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "stream": stream.state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "elapsed": elapsed,
+            },
+            ckpt_path,
+        )
+
+    images = train.images.to(device)
+    model.train()
+    bar = tqdm(
+        total=config.steps, initial=step, desc=f"{family} seed {seed}", disable=not progress,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    steps_this_call = 0
+    while step < config.steps:
+        x = images[stream.next().to(device)]
+        terms = model.loss_terms(x)
+        loss = model.objective(terms, step, config.steps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        steps_this_call += 1
+        bar.update(1)
+        if step % 100 == 0:
+            bar.set_postfix({k: f"{v.item():.2f}" for k, v in terms.items()} | {"loss": f"{loss.item():.1f}"})
+        if step % checkpoint_every == 0 or step == config.steps:
+            elapsed += time.perf_counter() - started
+            started = time.perf_counter()
+            save_checkpoint()
+        if stop_after is not None and steps_this_call >= stop_after and step < config.steps:
+            elapsed += time.perf_counter() - started
+            save_checkpoint()
+            bar.close()
+            return None
+    bar.close()
+    if resumed_from == config.steps:
+        log(f"{family} seed {seed}: training already complete at step {step}; writing card")
+
+    model.eval()
+    classifier = load_classifier(dataset, device)
+    test = load_dataset(dataset, "test", data_dir)
+    metrics = evaluate_vae(model, test, classifier, step=config.steps)
+    card = {
+        "name": family,
+        "dataset": dataset,
+        "family": family,
+        "seed": seed,
+        "config_class": type(config).__name__,
+        "config": config.to_dict(),
+        "steps": config.steps,
+        "training": {
+            "optimizer": "Adam",
+            "lr": config.lr,
+            "batch_size": config.batch_size,
+            "weight_decay": config.weight_decay,
+            "likelihood": "Bernoulli (BCE summed over pixels, mean over batch)",
+            "device": str(device),
+            "wall_seconds": round(elapsed, 1),
+            "command": f"robust-vae train --model {family} --dataset {dataset} --seed {seed} --steps {config.steps}",
+        },
+        "metrics": metrics,
+        "environment": environment_info(),
+    }
+    weights_path = out_dir / f"{model_stem(family, seed)}.safetensors"
+    saved = save_weights(model, weights_path, card)
+    log(f"wrote {weights_path} (recon_accuracy {metrics['recon_accuracy']:.4f})")
+    return TrainResult(saved, resumed_from)

@@ -1,0 +1,187 @@
+"""The model zoo: shipped weights (safetensors) with a JSON card each.
+
+A card records what produced the weights (family, config, seed, steps), the weights file's
+sha256 and the metrics. Loading checks the sha256 and every tensor shape against the
+architecture built from the card, and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robust_vae.errors import ZooError
+
+MODELS_ENV = "ROBUST_VAE_MODELS"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def models_root() -> Path:
+    """Folder of the shipped zoo: ``$ROBUST_VAE_MODELS`` or the repository's ``models/``."""
+    return Path(os.environ.get(MODELS_ENV) or REPO_ROOT / "models")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_stem(name: str, seed: int | None) -> str:
+    """File stem of a zoo entry: ``classifier`` or ``<family>-seed<S>``."""
+    return name if seed is None else f"{name}-seed{seed}"
+
+
+@dataclass(frozen=True)
+class Card:
+    """A model card as stored next to its weights (``<stem>.json``)."""
+
+    path: Path  # the card file
+    data: dict[str, Any]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path.with_name(self.data["weights"])
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def seed(self) -> int | None:
+        return self.data.get("seed")
+
+    def summary(self) -> dict[str, Any]:
+        """The fields ``robust-vae models --json`` prints."""
+        return {
+            "name": self.data["name"],
+            "dataset": self.data["dataset"],
+            "family": self.data["family"],
+            "seed": self.data.get("seed"),
+            "path": str(self.weights_path),
+            "metrics": self.data.get("metrics", {}),
+        }
+
+
+def save_weights(module: nn.Module, weights_path: Path, card: dict[str, Any]) -> Card:
+    """Write ``module``'s state as safetensors plus its card (with the file's sha256)."""
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = weights_path.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights_path)
+    card = dict(card, weights=weights_path.name, sha256=sha256_of(weights_path))
+    card_path = weights_path.with_suffix(".json")
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    return Card(card_path, card)
+
+
+def read_card(card_path: Path) -> Card:
+    try:
+        data = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ZooError(f"model card {card_path} cannot be read ({error}): restore it from git") from None
+    for key in ("name", "dataset", "family", "weights", "sha256"):
+        if key not in data:
+            raise ZooError(f"model card {card_path} lacks the field {key!r}: restore it from git")
+    return Card(card_path, data)
+
+
+def list_cards(dataset: str | None = None, root: Path | None = None) -> list[Card]:
+    """Every card under ``root/<dataset>/`` (all datasets when ``dataset`` is None)."""
+    root = root or models_root()
+    folders = [root / dataset] if dataset else sorted(p for p in root.glob("*") if p.is_dir())
+    cards = []
+    for folder in folders:
+        for card_path in sorted(folder.glob("*.json")):
+            card = read_card(card_path)
+            if card.weights_path.exists():
+                cards.append(card)
+    return cards
+
+
+def find_card(name: str, dataset: str, seed: int | None, root: Path | None = None) -> Card:
+    root = root or models_root()
+    card_path = root / dataset / f"{model_stem(name, seed)}.json"
+    if not card_path.exists():
+        available = [
+            f"{c.name}" + ("" if c.seed is None else f" (seed {c.seed})")
+            for c in list_cards(dataset, root)
+        ]
+        listing = ", ".join(available) if available else "none"
+        raise ZooError(
+            f"no shipped model {model_stem(name, seed)!r} for dataset {dataset!r} in {root / dataset}: "
+            f"available: {listing} (train one with `robust-vae train --model {name} --dataset {dataset}`)"
+        )
+    return read_card(card_path)
+
+
+def load_state(card: Card, module: nn.Module) -> nn.Module:
+    """Verify the weights file against the card and the module's architecture, then load it."""
+    weights = card.weights_path
+    if not weights.exists():
+        raise ZooError(f"weights file {weights} named by {card.path} is missing: restore it from git")
+    actual = sha256_of(weights)
+    if actual != card.data["sha256"]:
+        raise ZooError(
+            f"weights file {weights} does not match the sha256 in its card "
+            f"(expected {card.data['sha256'][:12]}..., got {actual[:12]}...): the file is corrupt "
+            f"or was modified; restore it with `git checkout -- {weights}` or retrain it"
+        )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ZooError(f"weights file {weights} cannot be read ({error}): restore it from git") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ZooError(
+            f"weights file {weights} does not fit the architecture in its card "
+            f"(missing {missing[:3]}, unexpected {extra[:3]}): retrain it"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ZooError(
+                f"weights file {weights}: tensor {key} has shape {tuple(state[key].shape)}, "
+                f"the architecture needs {tuple(tensor.shape)}: retrain it"
+            )
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def load_classifier(dataset: str = "mnist", device: str | torch.device = "cpu") -> nn.Module:
+    """The shipped evaluation classifier (protocol §3), verified and in ``eval()`` mode."""
+    from robust_vae.classifier import LeNet
+
+    card = find_card("classifier", dataset, None)
+    return load_state(card, LeNet()).to(device)
+
+
+def load_model(
+    name: str, dataset: str = "mnist", seed: int = 0, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """A shipped VAE (``vae``, ``vae-wd``, ``jointvae``, ...), verified and in ``eval()`` mode."""
+    from robust_vae.models import get_family
+
+    family_class = get_family(name)
+    card = find_card(name, dataset, seed)
+    config_class = family_class.config_class
+    if card.data.get("config_class") != config_class.__name__:
+        raise ZooError(
+            f"card {card.path} was written for {card.data.get('config_class')}, "
+            f"the family {name!r} uses {config_class.__name__}: retrain it"
+        )
+    config = config_class.from_dict(card.data["config"])
+    return load_state(card, family_class(config)).to(device)
