@@ -15,7 +15,14 @@ from typing import Callable
 from robust_vae.errors import RobustVAEError
 
 Handler = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, Handler] = {}
+DEFAULT_PER_PAIR = 20  # 1,800 attacked pairs: the thesis recipe finishes in minutes on 2 CPU cores
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -95,13 +102,157 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from robust_vae.data import load_dataset
+    from robust_vae.training import evaluate_vae
+    from robust_vae.zoo import find_card, load_classifier, load_model
+
+    model = load_model(args.model, args.dataset, seed=args.seed, device=args.device)
+    card = find_card(args.model, args.dataset, args.seed)
+    classifier = load_classifier(args.dataset, device=args.device)
+    test = load_dataset(args.dataset, "test", args.data_dir)
+    metrics = evaluate_vae(model, test, classifier, step=card.data.get("steps"))
+    if args.json:
+        print(json.dumps({"name": args.model, "seed": args.seed, "metrics": metrics,
+                          "card_metrics": card.data.get("metrics", {})}, indent=2))
+        return 0
+    stored = card.data.get("metrics", {})
+    print(f"{'metric':<18}{'recomputed':>14}{'card':>14}")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            old = stored.get(key)
+            old_text = f"{old:14.4f}" if isinstance(old, float) else f"{'-':>14}"
+            print(f"{key:<18}{value:14.4f}{old_text}")
+    return 0
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    from robust_vae.data import load_dataset
+    from robust_vae.traversal import plot_traversal
+    from robust_vae.zoo import REPO_ROOT, load_model
+
+    model = load_model(args.model, args.dataset, seed=args.seed, device=args.device)
+    test = load_dataset(args.dataset, "test", args.data_dir)
+    default = REPO_ROOT / "reports" / args.dataset / args.model / (
+        "traversal.png" if args.seed == 0 else f"traversal-seed{args.seed}.png")
+    out = _writable(args.out or default)
+    plot_traversal(model, test.images[args.image], out, span=args.span, steps=args.steps,
+                   title=f"{args.model} (seed {args.seed}) latent traversal")
+    print(f"wrote {out}")
+    return 0
+
+
+def _writable(path: Path) -> Path:
+    """Return ``path`` if its folder exists or can be made and is writable, else a one-line error."""
+    path = Path(path)
+    folder = path if not path.suffix else path.parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK) or (probe.exists() and not probe.is_dir()):
+        raise RobustVAEError(f"cannot write to {folder} ({probe} is not a writable folder): choose another --out")
+    return path
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, object]:
+    import tomllib
+
+    overrides: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise RobustVAEError(f"--set expects KEY=VALUE, got {pair!r} (e.g. --set steps=200)")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = text  # a bare word: keep it as a string
+    return overrides
+
+
+def _print_marginals(result) -> None:  # type: ignore[no-untyped-def]
+    marginals = result.marginals()
+    rows = marginals[marginals["kind"] == "source"]
+    overall = marginals[marginals["kind"] == "overall"].iloc[0]
+    print(f"\nMarginal attack success per source ({result.metadata.get('label', '')}):")
+    print(f"{'source':>7}  {'AS target':>10}  {'AS ignore-target':>16}")
+    for _, row in rows.iterrows():
+        print(f"{int(row['cls']):>7}  {100 * row['as_target']:9.2f}%  {100 * row['as_ignore_target']:15.2f}%")
+    print(f"{'mean':>7}  {100 * overall['as_target']:9.2f}%  {100 * overall['as_ignore_target']:15.2f}%")
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from robust_vae.attacks import load_attack, read_recipe
+    from robust_vae.data import load_dataset
+    from robust_vae.evaluation import success_matrix
+    from robust_vae.zoo import REPO_ROOT, find_card, load_classifier, load_model
+
+    # every check happens before anything is written
+    test = load_dataset(args.dataset, "test", args.data_dir)
+    model = load_model(args.model, args.dataset, seed=args.seed_model, device=args.device)
+    card = find_card(args.model, args.dataset, args.seed_model)
+    classifier = load_classifier(args.dataset, device=args.device)
+    classifier_card = find_card("classifier", args.dataset, None)
+    recipe = read_recipe(args.attack)
+    attack = load_attack(args.attack, **_parse_overrides(args.set))
+    per_pair = None if args.full else args.per_pair
+    model_folder = args.model if args.seed_model == 0 else f"{args.model}-seed{args.seed_model}"
+    out = _writable(args.out or REPO_ROOT / "reports" / args.dataset / model_folder / recipe["name"])
+    label = args.label or (args.model if args.seed_model == 0 else f"{args.model} (seed {args.seed_model})")
+    metadata = {
+        "label": label, "model": args.model, "model_seed": args.seed_model,
+        "model_family": card.data.get("family"), "weights_sha256": card.data["sha256"],
+        "classifier_sha256": classifier_card.data["sha256"], "recipe": recipe["name"],
+        "recipe_description": recipe.get("description", ""), "command": "robust-vae " + " ".join(sys.argv[1:]),
+    }
+    import time
+
+    started = time.perf_counter()
+    result = success_matrix(model, classifier, test, attack, per_pair=per_pair, seed=args.seed,
+                            batch_size=args.batch_size, out_dir=out, metadata=metadata,
+                            restart=args.restart)
+    result.metadata["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
+    result.save(out)
+    _print_marginals(result)
+    print(f"\nwrote {out}/ (cells.csv, matrix.csv, marginals.csv, matrix.tex, marginals.tex, "
+          "summary.md, heatmaps.png, examples.png, run.json)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robust_vae.evaluation import SuccessMatrix
+    from robust_vae.reporting import marginals_csv_frame, marginals_latex, marginals_markdown
+
+    runs = [SuccessMatrix.load(path) for path in args.runs]
+    for path, run in zip(args.runs, runs):
+        target = Path(args.out) / Path(path).name if args.out and len(runs) > 1 else Path(args.out or path)
+        _writable(target)
+        run.save(target)
+        print(f"re-rendered {path} -> {target}")
+    if len(runs) > 1:
+        recipes = {run.metadata.get("recipe") for run in runs}
+        labels = [run.metadata.get("label", str(p)) + ("" if len(recipes) == 1 else f" / {run.metadata.get('recipe')}")
+                  for p, run in zip(args.runs, runs)]
+        if len(set(labels)) < len(labels):
+            labels = [str(p) for p in args.runs]
+        by_run = {label: run.marginals() for label, run in zip(labels, runs)}
+        out = Path(args.out) if args.out else Path(os.path.commonpath([str(Path(p).resolve()) for p in args.runs])) / "comparison"
+        _writable(out).mkdir(parents=True, exist_ok=True)
+        marginals_csv_frame(by_run).to_csv(out / "marginals.csv", index=False)
+        (out / "marginals.tex").write_text(marginals_latex(
+            by_run, caption="Marginal attack success rates per source digit.", label="tab:marginals"))
+        (out / "marginals.md").write_text(marginals_markdown(by_run))
+        print(marginals_markdown(by_run))
+        print(f"wrote {out}/marginals.csv, marginals.tex, marginals.md")
+    return 0
+
+
 # ----------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="robust-vae",
         description="Train, load and attack VAEs; write thesis-style adversarial success tables.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     p = sub.add_parser("models", help="list shipped models and their metrics")
     p.add_argument("--dataset", default=None, help="only this dataset")
@@ -125,6 +276,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive_int, default=2000)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: models/<dataset>/)")
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="recompute a shipped model's card metrics")
+    _add_common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("traverse", help="latent-traversal figure of a shipped model")
+    _add_common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
+    p.add_argument("--image", type=int, default=0, help="test image whose code is traversed")
+    p.add_argument("--span", type=float, default=3.0, help="Gaussian latents go from -span to +span")
+    p.add_argument("--steps", type=_positive_int, default=10, help="columns per Gaussian latent")
+    p.add_argument("--out", type=Path, default=None,
+                   help="PNG path (default: reports/<dataset>/<model>/traversal.png)")
+    p.set_defaults(handler=cmd_traverse)
+
+    p = sub.add_parser(
+        "attack", help="attack a shipped model on every class pair; write thesis tables and figures",
+        description="Attack every ordered class pair of the test set and write cells.csv, matrix.csv, "
+        "marginals.csv, matrix.tex, marginals.tex, summary.md, heatmaps.png, examples.png and run.json. "
+        f"By default {DEFAULT_PER_PAIR} pairs per cell are sampled (1,800 pairs), which with the thesis "
+        "recipe finishes within 10 minutes on a 2-core CPU; --full attacks every test pair. "
+        "Rerunning the same command after an interruption resumes.")
+    _add_common(p)
+    p.add_argument("--model", required=True, help="zoo name: vae, vae-wd, jointvae, betavae, ...")
+    p.add_argument("--seed-model", type=int, default=0, help="which shipped seed of the model (default: 0)")
+    p.add_argument("--attack", default="thesis", help="recipe name in attacks/ or a .toml path (default: thesis)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--per-pair", type=_positive_int, default=DEFAULT_PER_PAIR,
+                      help=f"pairs sampled per cell (default: {DEFAULT_PER_PAIR}, minutes on a 2-core CPU)")
+    size.add_argument("--full", action="store_true", help="every test pair (86,908 for MNIST)")
+    p.add_argument("--seed", type=int, default=0, help="sampling and attack seed (default: 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one recipe value, e.g. --set steps=200 (repeatable)")
+    p.add_argument("--batch-size", type=_positive_int, default=512, help="examples attacked at once")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: reports/<dataset>/<model>/<recipe>/)")
+    p.add_argument("--label", default=None, help="name of the model in tables (default: the model name)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard a run of a different configuration found in --out")
+    p.set_defaults(handler=cmd_attack)
+
+    p = sub.add_parser("report", help="re-render tables and figures from saved runs; compare several")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: in place; several runs: their common parent/comparison)")
+    p.set_defaults(handler=cmd_report)
     return parser
 
 

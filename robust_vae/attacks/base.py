@@ -1,0 +1,279 @@
+"""Attack base class and result type.
+
+An attack is a callable over a model (anything with the zoo's model interface), a batch of
+sources and a batch of targets. Hyperparameters are keyword-only; a subclass implements
+only :meth:`Attack.run`. The base class owns everything that must be right for every
+attack: it replicates the batch over the sweep, clips the output to [0, 1] and to the
+ε-ball, and recomputes distortions and latent distances itself, so no attack can
+over-report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from robust_vae.errors import ConfigError
+
+Sweep = float | Sequence[float]
+
+
+@dataclass
+class AttackResult:
+    """Result of one attack call over K sweep values and N examples.
+
+    adversarial: (K, N, C, H, W) in [0, 1]; l2, linf, latent_distance, objective: (K, N);
+    iterations: (K, N) int64. ``sweep_name`` / ``sweep_values`` say what the K axis is
+    (e.g. ``"c"`` and the C grid); K = 1 for an attack without a sweep.
+    """
+
+    adversarial: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    latent_distance: torch.Tensor
+    objective: torch.Tensor
+    iterations: torch.Tensor
+    sweep_name: str
+    sweep_values: list[float]
+    attack: str = ""
+
+    def select(self, index: torch.Tensor) -> "AttackResult":
+        """Reduce the sweep: ``index`` (N,) picks one sweep entry per example -> K = 1."""
+        n = self.l2.shape[1]
+        columns = torch.arange(n, device=index.device)
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t[index.to(t.device), columns.to(t.device)].unsqueeze(0)
+
+        return replace(
+            self,
+            adversarial=pick(self.adversarial), l2=pick(self.l2), linf=pick(self.linf),
+            latent_distance=pick(self.latent_distance), objective=pick(self.objective),
+            iterations=pick(self.iterations), sweep_name=f"best {self.sweep_name}",
+            sweep_values=[math.nan],
+        )
+
+    def best_latent(self) -> tuple["AttackResult", torch.Tensor]:
+        """Per example, the sweep entry closest to the target code; returns it and the index."""
+        index = self.latent_distance.argmin(0)
+        return self.select(index), index
+
+
+def per_example_generators(seeds: torch.Tensor) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
+
+
+def per_example_normal(shape: torch.Size, seeds: torch.Tensor, std: float) -> torch.Tensor:
+    """Gaussian noise (N, *shape) where row i depends only on ``seeds[i]`` (batch independence)."""
+    rows = [torch.randn(shape, generator=g) * std for g in per_example_generators(seeds)]
+    return torch.stack(rows) if rows else torch.zeros((0, *shape))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def project_linf(x: torch.Tensor, center: torch.Tensor, epsilon: torch.Tensor | float | None) -> torch.Tensor:
+    """Project onto {|x − center|∞ ≤ ε} ∩ [0, 1]; ε broadcast per example, (N,) or scalar."""
+    x = x.clamp(0.0, 1.0)
+    if epsilon is not None:
+        eps = _per_example(epsilon, x)
+        x = torch.maximum(torch.minimum(x, center + eps), center - eps).clamp(0.0, 1.0)
+        # (center + ε) − center can round above ε in float32: step such values inwards
+        for _ in range(4):
+            over = (x - center).abs() > eps
+            if not over.any():
+                break
+            x = torch.where(over, torch.nextafter(x, center), x)
+    return x
+
+
+def project_l2(x: torch.Tensor, center: torch.Tensor, epsilon: torch.Tensor | float) -> torch.Tensor:
+    """Project the perturbation onto the L2 ball of radius ε, then clip to [0, 1]."""
+    d = x - center
+    norms = d.flatten(1).norm(dim=1).clamp_min(1e-12)
+    eps = _per_example(epsilon, x).flatten()
+    scale = torch.clamp(eps / norms, max=1.0)
+    return (center + d * scale.view(-1, *([1] * (x.dim() - 1)))).clamp(0.0, 1.0)
+
+
+def _per_example(value: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        return value.to(x).view(-1, *([1] * (x.dim() - 1)))
+    return torch.as_tensor(value, dtype=x.dtype, device=x.device)
+
+
+@dataclass
+class Problem:
+    """The flattened batch an attack's :meth:`Attack.run` solves: M = K·N independent problems.
+
+    sources, targets: (M, C, H, W); target_code: (M, D); sweep: (M,) the sweep value of each
+    problem (or None); seeds: (M,) per-problem seeds; epsilon: (M,) L∞/L2 budget or None.
+    """
+
+    sources: torch.Tensor
+    targets: torch.Tensor | None
+    target_code: torch.Tensor
+    sweep: torch.Tensor | None
+    seeds: torch.Tensor
+    epsilon: torch.Tensor | None
+
+
+@dataclass
+class RunOutput:
+    """What :meth:`Attack.run` returns: adversarials (M, C, H, W), objective (M,), iterations (M,)."""
+
+    adversarial: torch.Tensor
+    objective: torch.Tensor
+    iterations: torch.Tensor
+
+
+@dataclass(repr=False)
+class Attack:
+    """Base class: keyword-only hyperparameters (dataclass fields) and one ``__call__``.
+
+    Subclasses declare ``name``, optionally ``sweep_field`` (a field that may hold a list of
+    values, giving the K axis), ``budget_norm`` ("linf", "l2" or None) with an ``epsilon``
+    field, and implement :meth:`run`.
+    """
+
+    name: ClassVar[str] = "attack"
+    sweep_field: ClassVar[str | None] = None
+    budget_norm: ClassVar[str | None] = None
+    needs_target_images: ClassVar[bool] = False
+
+    seed: int = field(default=0, kw_only=True)
+    device: str | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ----- configuration -----
+    def validate(self) -> None:
+        epsilon = getattr(self, "epsilon", None)
+        if epsilon is not None:
+            for value in self._as_list(epsilon):
+                if not value >= 0:
+                    raise ConfigError(f"{self.name}: epsilon must be >= 0, got {value}")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Every hyperparameter value (what run metadata records)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+    @staticmethod
+    def _as_list(value: Sweep) -> list[float]:
+        if isinstance(value, (list, tuple)):
+            return [float(v) for v in value]
+        return [float(value)]
+
+    def sweep_values(self) -> list[float] | None:
+        if self.sweep_field is None:
+            return None
+        return self._as_list(getattr(self, self.sweep_field))
+
+    # ----- the one call -----
+    def __call__(
+        self,
+        model: nn.Module,
+        sources: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        seeds: torch.Tensor | None = None,
+    ) -> AttackResult:
+        """Attack ``sources`` (N, C, H, W) in [0, 1] towards ``targets``.
+
+        ``targets`` are images (N, C, H, W) or attack codes (N, D) (φ of the targets).
+        ``seeds`` (N,) int64 make each example's randomness depend on its own seed only, so
+        an example's result does not depend on the rest of the batch; default seed + arange(N).
+        """
+        device = torch.device(self.device) if self.device else model_device(model)
+        if self.device:
+            model.to(device)
+        if sources.dim() != 4:
+            raise ConfigError(f"sources must be (N, C, H, W), got shape {tuple(sources.shape)}")
+        n = sources.shape[0]
+        if targets.shape[0] != n:
+            raise ConfigError(f"{n} sources but {targets.shape[0]} targets")
+        sources = sources.to(device, torch.float32)
+        targets = targets.to(device, torch.float32)
+        target_images = targets if targets.dim() == 4 else None
+        if target_images is None and self.needs_target_images:
+            raise ConfigError(f"{self.name} needs target images, not target codes")
+        with torch.no_grad():
+            target_code = model.attack_code(targets) if target_images is not None else targets
+        if seeds is None:
+            seeds = self.seed + torch.arange(n, dtype=torch.int64)
+        seeds = seeds.to(torch.int64).cpu()
+
+        values = self.sweep_values()
+        k = len(values) if values else 1
+
+        def tile(t: torch.Tensor) -> torch.Tensor:
+            return t.repeat(k, *([1] * (t.dim() - 1)))
+
+        sweep = None
+        if values:
+            sweep = torch.tensor(values, dtype=torch.float32, device=device).repeat_interleave(n)
+        epsilon = None
+        if self.budget_norm is not None and getattr(self, "epsilon", None) is not None:
+            if self.sweep_field == "epsilon":
+                epsilon = sweep.clone()
+            else:
+                epsilon = torch.full((k * n,), float(self.epsilon), device=device)
+        problem = Problem(
+            sources=tile(sources),
+            targets=tile(target_images) if target_images is not None else None,
+            target_code=tile(target_code),
+            sweep=sweep,
+            seeds=tile(seeds) + 1_000_003 * torch.arange(k).repeat_interleave(n),
+            epsilon=epsilon,
+        )
+        was_training = model.training
+        model.eval()
+        requires = [p.requires_grad for p in model.parameters()]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            out = self.run(model, problem)
+        finally:
+            for p, flag in zip(model.parameters(), requires):
+                p.requires_grad_(flag)
+            model.train(was_training)
+
+        adversarial = self._clip(out.adversarial.detach(), problem)
+        with torch.no_grad():
+            d = (adversarial - problem.sources).flatten(1)
+            latent = (model.attack_code(adversarial) - problem.target_code).norm(dim=1)
+        shape = (k, n)
+        return AttackResult(
+            adversarial=adversarial.view(k, n, *sources.shape[1:]),
+            l2=d.norm(dim=1).view(shape),
+            linf=d.abs().amax(dim=1).view(shape),
+            latent_distance=latent.view(shape),
+            objective=out.objective.detach().to(device).view(shape),
+            iterations=out.iterations.to(torch.int64).view(shape).to(device),
+            sweep_name=self.sweep_field or "",
+            sweep_values=values or [math.nan],
+            attack=self.name,
+        )
+
+    def _clip(self, x: torch.Tensor, problem: Problem) -> torch.Tensor:
+        if self.budget_norm == "l2" and problem.epsilon is not None:
+            x = project_l2(x, problem.sources, problem.epsilon)
+        else:
+            x = project_linf(x, problem.sources, problem.epsilon if self.budget_norm == "linf" else None)
+        return x
+
+    def run(self, model: nn.Module, problem: Problem) -> RunOutput:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,279 @@
+"""Latent-space attacks: move the code of x* onto the code of the target (protocol §4–§5)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from robust_vae.attacks.base import (
+    Attack, Problem, RunOutput, Sweep, per_example_normal, project_l2, project_linf,
+)
+from robust_vae.attacks.lbfgsb import lockstep_lbfgsb
+from robust_vae.attacks.objectives import (
+    DIVERGENCES, code_distance, index_params, latent_divergence, squared_distortion,
+)
+from robust_vae.errors import ConfigError
+
+# (points (B, C, H, W), indices of the problems (B,)) -> per-problem loss (B,)
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class BatchedAdam:
+    """Adam on a batch of independent problems, with torch.optim.Adam's arithmetic.
+
+    Every row has its own moments and step count, so rows can stop early independently.
+    """
+
+    def __init__(self, x: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        self.m = torch.zeros_like(x)
+        self.v = torch.zeros_like(x)
+        self.t = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the updated ``x[rows]`` (all rows when ``rows`` is None) for gradient ``grad``."""
+        sel = slice(None) if rows is None else rows
+        m, v = self.m[sel], self.v[sel]
+        m.lerp_(grad, 1 - self.beta1)
+        v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        self.t[sel] += 1
+        t = self.t[sel]
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        bias1 = (1 - self.beta1 ** t).to(x.dtype).view(shape)
+        bias2_sqrt = (1 - self.beta2 ** t).sqrt().to(x.dtype).view(shape)
+        if rows is not None:
+            self.m[sel], self.v[sel] = m, v
+        denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
+        return x - (self.lr / bias1) * m / denom
+
+
+def _gradient(loss_fn: LossFn, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        loss = loss_fn(x, rows)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad
+
+
+@dataclass(repr=False)
+class LatentAdam(Attack):
+    """The thesis attack (protocol §4): Adam on λ‖x − x_s‖₂ + ‖φ(x) − φ_t‖₂, L∞-projected.
+
+    ``accumulate_gradients`` reproduces the thesis code's missing ``zero_grad`` (each step
+    uses the running sum of all past gradients). ``early_stop`` freezes an example once its
+    loss improved by less than ``tolerance`` (relative) over ``check_every`` steps.
+    """
+
+    name = "latent-adam"
+    budget_norm = "linf"
+
+    epsilon: float = 0.1
+    lam: float = 1.0
+    lr: float = 1e-3
+    steps: int = 1000
+    noise_std: float = 0.2
+    accumulate_gradients: bool = False
+    early_stop: bool = False
+    check_every: int = 50
+    tolerance: float = 1e-3
+
+    def validate(self) -> None:
+        super().validate()
+        if self.steps < 1 or self.lr <= 0 or self.noise_std < 0 or self.lam < 0:
+            raise ConfigError(f"{self.name}: steps and lr must be positive, noise_std and lam >= 0")
+
+    def loss(self, model: nn.Module, problem: Problem) -> LossFn:
+        def fn(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            distortion = (x - problem.sources[rows]).flatten(1).norm(dim=1)
+            return self.lam * distortion + code_distance(model, x, problem.target_code[rows])
+        return fn
+
+    def run(self, model: nn.Module, problem: Problem) -> RunOutput:
+        sources = problem.sources
+        m = sources.shape[0]
+        noise = per_example_normal(sources.shape[1:], problem.seeds, self.noise_std).to(sources)
+        x = (sources + noise).clamp(0.0, 1.0)
+        loss_fn = self.loss(model, problem)
+        adam = BatchedAdam(x, self.lr)
+        accumulated = torch.zeros_like(x) if self.accumulate_gradients else None
+        iterations = torch.zeros(m, dtype=torch.int64)
+        active = torch.arange(m, device=x.device)
+        last_check = torch.full((m,), math.inf, device=x.device)
+        for step in range(1, self.steps + 1):
+            if active.numel() == 0:
+                break
+            everyone = active.numel() == m
+            rows = None if everyone else active
+            xa = x if everyone else x[active]
+            loss, grad = _gradient(loss_fn, xa, active)
+            if accumulated is not None:
+                if everyone:
+                    accumulated += grad
+                    grad = accumulated.clone()
+                else:
+                    accumulated[active] += grad
+                    grad = accumulated[active]
+            updated = project_linf(adam.step(xa, grad, rows), sources[active], problem.epsilon[active]
+                                   if problem.epsilon is not None else None)
+            if everyone:
+                x = updated
+            else:
+                x[active] = updated
+            iterations[active.cpu()] += 1
+            if self.early_stop and step % self.check_every == 0:
+                previous = last_check[active]
+                improved = (previous - loss) > self.tolerance * loss.abs().clamp_min(1e-12)
+                last_check[active] = loss
+                active = active[improved | torch.isinf(previous)]
+        with torch.no_grad():
+            objective = loss_fn(x, torch.arange(m, device=x.device))
+        return RunOutput(x, objective, iterations)
+
+
+@dataclass(repr=False)
+class LatentPGD(Attack):
+    """Projected gradient descent on ‖φ(x) − φ_t‖₂² under an L∞ or L2 budget ε.
+
+    Step size ``step_size``·ε per step (sign step for L∞, normalised gradient for L2); keeps
+    each example's best iterate. ``random_start`` begins uniformly inside the ball.
+    """
+
+    name = "latent-pgd"
+    budget_norm = "linf"
+
+    epsilon: float = 0.1
+    norm: str = "linf"
+    steps: int = 100
+    step_size: float = 0.025
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("linf", "l2"):
+            raise ConfigError(f"latent-pgd: norm must be 'linf' or 'l2', got {self.norm!r}")
+        self.budget_norm = self.norm  # type: ignore[misc]  # per-instance budget
+        super().__post_init__()
+
+    def run(self, model: nn.Module, problem: Problem) -> RunOutput:
+        sources, eps = problem.sources, problem.epsilon
+        assert eps is not None
+        m = sources.shape[0]
+        project = project_linf if self.norm == "linf" else project_l2
+        x = sources.clone()
+        if self.random_start:
+            generators = [torch.Generator().manual_seed(int(s)) for s in problem.seeds.tolist()]
+            start = torch.stack([torch.rand(sources.shape[1:], generator=g) * 2 - 1 for g in generators])
+            start = start.to(sources)
+            if self.norm == "l2":
+                start = start / start.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            x = project(sources + start * eps.view(-1, 1, 1, 1), sources, eps)
+        rows = torch.arange(m, device=sources.device)
+
+        def loss_fn(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+            return (model.attack_code(z) - problem.target_code[r]).pow(2).sum(dim=1)
+
+        best_x, best_loss = x.clone(), torch.full((m,), math.inf, device=sources.device)
+        alpha = (self.step_size * eps).view(-1, 1, 1, 1)
+        for _ in range(self.steps):
+            loss, grad = _gradient(loss_fn, x, rows)
+            better = loss < best_loss
+            best_loss = torch.where(better, loss, best_loss)
+            best_x[better] = x[better]
+            if self.norm == "linf":
+                direction = grad.sign()
+            else:
+                direction = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            x = project(x - alpha * direction, sources, eps)
+        with torch.no_grad():
+            loss = loss_fn(x, rows)
+        better = loss < best_loss
+        best_loss = torch.where(better, loss, best_loss)
+        best_x[better] = x[better]
+        return RunOutput(best_x, best_loss, torch.full((m,), self.steps, dtype=torch.int64))
+
+
+def lbfgsb_on_images(
+    loss_fn: LossFn,
+    problem: Problem,
+    *,
+    memory: int,
+    factr: float,
+    pgtol: float,
+    max_iter: int,
+    workers: int,
+) -> RunOutput:
+    """Solve min loss_fn(x) over x in [0, 1] (∩ L∞ ball) for every problem, in lock-step."""
+    sources = problem.sources
+    shape, device = sources.shape[1:], sources.device
+    flat = sources.detach().flatten(1).cpu().double().numpy()
+    lower, upper = np.zeros_like(flat), np.ones_like(flat)
+    if problem.epsilon is not None:
+        eps = problem.epsilon.detach().cpu().double().numpy()[:, None]
+        lower, upper = np.maximum(lower, flat - eps), np.minimum(upper, flat + eps)
+
+    def objective(index: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = torch.from_numpy(index).to(device)
+        x = torch.from_numpy(points).to(device=device, dtype=torch.float32).view(-1, *shape)
+        loss, grad = _gradient(loss_fn, x, rows)
+        return loss.double().cpu().numpy(), grad.flatten(1).double().cpu().numpy()
+
+    result = lockstep_lbfgsb(objective, flat, lower, upper, memory=memory, factr=factr,
+                             pgtol=pgtol, max_iter=max_iter, workers=workers)
+    x = torch.from_numpy(result.x).to(device=device, dtype=torch.float32).view(-1, *shape)
+    return RunOutput(x, torch.from_numpy(result.fun).float(), torch.from_numpy(result.nit))
+
+
+@dataclass(repr=False)
+class LatentLBFGSB(Attack):
+    """Tabacof et al. (protocol §5): min Δ(x_s + d, x_t) + C·‖d‖² s.t. 0 ≤ x_s + d ≤ 1.
+
+    Δ is the squared distance between attack codes (``divergence="l2"``) or
+    KL(q(z|x*) ‖ q(z|x_t)) (``"kl"``, Gaussian plus categorical). ``c`` may be a list: a
+    sweep, giving K = len(c) results per example. An optional L∞ ``epsilon`` is added to the
+    box. Every example is its own SciPy L-BFGS-B run; gradients are batched (lock-step).
+    """
+
+    name = "latent-lbfgsb"
+    sweep_field = "c"
+    budget_norm = "linf"
+
+    c: Sweep = 1.0
+    divergence: str = "kl"
+    epsilon: float | None = None
+    memory: int = 25
+    factr: float = 10.0
+    pgtol: float = 1e-5
+    max_iter: int = 500
+    workers: int = 256
+
+    def validate(self) -> None:
+        super().validate()
+        if self.divergence not in DIVERGENCES:
+            raise ConfigError(f"latent-lbfgsb: divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
+        if any(value < 0 for value in self._as_list(self.c)):
+            raise ConfigError("latent-lbfgsb: every C must be >= 0")
+
+    @property
+    def needs_target_images(self) -> bool:  # type: ignore[override]
+        return self.divergence == "kl"
+
+    def run(self, model: nn.Module, problem: Problem) -> RunOutput:
+        target_params = None
+        if self.divergence == "kl":
+            assert problem.targets is not None
+            with torch.no_grad():
+                target_params = model.encode(problem.targets)
+        c = problem.sweep
+        assert c is not None
+
+        def loss_fn(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            params = index_params(target_params, rows) if target_params is not None else None
+            divergence = latent_divergence(model, x, self.divergence, problem.target_code[rows], params)
+            return divergence + c[rows] * squared_distortion(x, problem.sources[rows])
+
+        return lbfgsb_on_images(loss_fn, problem, memory=self.memory, factr=self.factr,
+                                pgtol=self.pgtol, max_iter=self.max_iter, workers=self.workers)

@@ -1,0 +1,145 @@
+"""Many independent box-constrained L-BFGS-B problems solved in lock-step.
+
+Each problem is a real ``scipy.optimize.minimize(method="L-BFGS-B")`` run in its own worker
+thread; whenever every busy worker is waiting for a function value, the coordinator
+evaluates all requested points in one batched torch call. Each problem therefore follows
+exactly the iterates it would follow alone (its result does not depend on the others),
+while the expensive gradients are computed in batches.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.optimize
+
+# (indices of the problems, points (B, n) float64) -> (values (B,), gradients (B, n)) float64
+BatchedObjective = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class LBFGSBResult:
+    """x: (M, n) solutions; fun: (M,) final values; nit: (M,) iterations; nfev: (M,)."""
+
+    x: np.ndarray
+    fun: np.ndarray
+    nit: np.ndarray
+    nfev: np.ndarray
+
+
+class _Coordinator:
+    """Shared state: points waiting for a value, answers, and how many problems are in flight."""
+
+    def __init__(self, remaining: int) -> None:
+        self.cv = threading.Condition()
+        self.pending: dict[int, np.ndarray] = {}
+        self.results: dict[int, tuple[float, np.ndarray] | BaseException] = {}
+        self.running = 0  # problems a worker has taken and not finished
+        self.remaining = remaining  # problems not finished (queued or running)
+        self.aborted = False  # set when the caller stops (error or Ctrl-C): workers give up
+
+    def request(self, i: int, x: np.ndarray) -> tuple[float, np.ndarray]:
+        with self.cv:
+            self.pending[i] = x.copy()
+            self.cv.notify_all()
+            self.cv.wait_for(lambda: i in self.results or self.aborted)
+            if self.aborted:
+                raise RuntimeError("lock-step L-BFGS-B aborted")
+            result = self.results.pop(i)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def ready(self) -> bool:
+        return self.remaining == 0 or (self.running > 0 and len(self.pending) >= self.running)
+
+
+def lockstep_lbfgsb(
+    objective: BatchedObjective,
+    x0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    memory: int = 25,
+    factr: float = 10.0,
+    pgtol: float = 1e-5,
+    max_iter: int = 15000,
+    max_fun: int = 15000,
+    workers: int = 256,
+) -> LBFGSBResult:
+    """Minimise M independent problems ``objective`` over boxes [lower, upper] (all (M, n)).
+
+    ``factr`` and ``memory`` have the meaning of SciPy's ``fmin_l_bfgs_b`` (ftol = factr·eps).
+    At most ``workers`` problems run at once; the rest wait in a queue.
+    """
+    m, n = x0.shape
+    out_x = np.array(x0, dtype=np.float64, copy=True)
+    out_fun = np.full(m, np.nan)
+    out_nit = np.zeros(m, dtype=np.int64)
+    out_nfev = np.zeros(m, dtype=np.int64)
+    if m == 0:
+        return LBFGSBResult(out_x, out_fun, out_nit, out_nfev)
+    coordinator = _Coordinator(m)
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(m):
+        todo.put(i)
+    errors: list[BaseException] = []
+    options = {"maxcor": memory, "ftol": factr * np.finfo(float).eps, "gtol": pgtol,
+               "maxiter": max_iter, "maxfun": max_fun}
+
+    def work() -> None:
+        while True:
+            with coordinator.cv:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                coordinator.running += 1
+            try:
+                res = scipy.optimize.minimize(
+                    lambda x, i=i: coordinator.request(i, x), out_x[i], jac=True,
+                    method="L-BFGS-B", bounds=scipy.optimize.Bounds(lower[i], upper[i]),
+                    options=options,
+                )
+                out_x[i], out_fun[i], out_nit[i], out_nfev[i] = res.x, res.fun, res.nit, res.nfev
+            except BaseException as error:  # re-raised in the caller's thread below
+                errors.append(error)
+            finally:
+                with coordinator.cv:
+                    coordinator.running -= 1
+                    coordinator.remaining -= 1
+                    coordinator.cv.notify_all()
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(workers, m))]
+    for thread in threads:
+        thread.start()
+    try:
+        while True:
+            with coordinator.cv:
+                coordinator.cv.wait_for(coordinator.ready)
+                if coordinator.remaining == 0:
+                    break
+                batch, coordinator.pending = coordinator.pending, {}
+            index = np.fromiter(batch.keys(), dtype=np.int64, count=len(batch))
+            points = np.stack([batch[i] for i in index])
+            try:
+                values, grads = objective(index, points)
+                answers = {int(i): (float(values[j]), grads[j]) for j, i in enumerate(index)}
+            except BaseException as error:  # every waiting problem fails with it
+                answers = {int(i): error for i in index}
+            with coordinator.cv:
+                coordinator.results.update(answers)
+                coordinator.cv.notify_all()
+    finally:
+        with coordinator.cv:
+            coordinator.aborted = coordinator.remaining > 0
+            coordinator.cv.notify_all()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return LBFGSBResult(out_x, out_fun, out_nit, out_nfev)

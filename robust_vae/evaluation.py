@@ -1,0 +1,471 @@
+"""Success matrices (protocol §4 steps 1–6) for any attack, resumable pair by pair.
+
+For every ordered class pair (s, t), s ≠ t: pair shuffled test images of s and t one to one,
+keep the sources whose clean reconstruction the classifier labels s, attack them towards
+their targets, classify the deterministic reconstruction of each adversarial, and count
+AS target (#pred = t / N) and AS ignore-target (#pred ≠ s / N).
+
+Pairs are grouped into fixed *units* (batches of whole pairs) that depend only on the
+configuration; each finished unit is written to ``<out>/progress/`` at once, so an
+interrupted run resumes where it stopped and ends with the same files as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robust_vae.attacks.base import Attack, model_device
+from robust_vae.data import Dataset, class_pairs
+from robust_vae.errors import ConfigError
+
+CELL_COLUMNS = [
+    "source", "target", "n_pairs", "n", "hits_target", "hits_ignore_target",
+    "as_target", "as_ignore_target", "mean_l2", "mean_linf", "mean_latent_distance",
+]
+EXAMPLE_COLUMNS = [
+    "source", "target", "source_index", "target_index", "prediction", "l2", "linf",
+    "latent_distance", "sweep_index",
+]
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """One ordered class pair: test-set indices of its sampled sources/targets and the kept mask."""
+
+    source: int
+    target: int
+    source_index: np.ndarray
+    target_index: np.ndarray
+    kept: np.ndarray  # bool, clean reconstruction labelled as the source
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.source_index)
+
+    @property
+    def n(self) -> int:
+        return int(self.kept.sum())
+
+
+@torch.no_grad()
+def clean_predictions(model: nn.Module, classifier: nn.Module, images: torch.Tensor,
+                      batch_size: int = 1000) -> np.ndarray:
+    """Classifier labels of the deterministic reconstructions of ``images`` (N,) int64."""
+    device = model_device(model)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device)
+        out.append(classifier(model.reconstruct(x)).argmax(-1).cpu())
+    return torch.cat(out).numpy()
+
+
+def plan_pairs(labels: torch.Tensor, clean_pred: np.ndarray, num_classes: int,
+               per_pair: int | None, seed: int) -> list[PairPlan]:
+    """Protocol steps 1–2 for every ordered pair, in (source, target) order."""
+    plans = []
+    for s in range(num_classes):
+        for t in range(num_classes):
+            if s == t:
+                continue
+            src, tgt = class_pairs(labels, s, t, seed)
+            if per_pair is not None:
+                src, tgt = src[:per_pair], tgt[:per_pair]
+            src_np, tgt_np = src.numpy(), tgt.numpy()
+            plans.append(PairPlan(s, t, src_np, tgt_np, clean_pred[src_np] == s))
+    return plans
+
+
+def group_units(plans: list[PairPlan], batch_size: int) -> list[list[int]]:
+    """Consecutive pairs grouped so that each unit attacks at most ``batch_size`` examples
+    (a pair larger than that forms a unit of its own and is attacked in several batches)."""
+    units: list[list[int]] = []
+    current: list[int] = []
+    count = 0
+    for i, plan in enumerate(plans):
+        if current and count + plan.n > batch_size:
+            units.append(current)
+            current, count = [], 0
+        current.append(i)
+        count += plan.n
+    if current:
+        units.append(current)
+    return units
+
+
+def example_seeds(seed: int, plan: PairPlan) -> torch.Tensor:
+    """Per-example attack seeds that depend only on (seed, s, t, position in the pair)."""
+    base = ((seed * 10 + plan.source) * 10 + plan.target) * 100_000
+    positions = np.nonzero(plan.kept)[0]
+    return torch.from_numpy(base + positions).to(torch.int64)
+
+
+class RunStore:
+    """A run folder: ``config.json`` (the fingerprint) and ``progress/unit-XXXXX.npz`` files."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.progress = self.out_dir / "progress"
+
+    def check_or_start(self, fingerprint: dict[str, Any], restart: bool = False) -> None:
+        """Create the run, or check that the existing one has the same configuration."""
+        config_path = self.out_dir / "config.json"
+        text = json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n"
+        if config_path.exists() and not restart:
+            old = json.loads(config_path.read_text())
+            new = json.loads(text)
+            if old != new:
+                differs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise ConfigError(
+                    f"{self.out_dir} holds a run with a different configuration (differs in: "
+                    f"{', '.join(differs)}); nothing was changed: pass another --out, or --restart "
+                    "to discard that run"
+                )
+            return
+        if restart and self.progress.exists():
+            for path in self.progress.glob("unit-*.npz"):
+                path.unlink()
+        self.progress.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(text)
+
+    def unit_path(self, unit: int) -> Path:
+        return self.progress / f"unit-{unit:05d}.npz"
+
+    def done(self, unit: int) -> bool:
+        return self.unit_path(unit).exists()
+
+    def save_unit(self, unit: int, arrays: dict[str, np.ndarray]) -> None:
+        path = self.unit_path(unit)
+        tmp = path.with_name(path.stem + ".partial.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+
+    def load_unit(self, unit: int) -> dict[str, np.ndarray]:
+        with np.load(self.unit_path(unit)) as data:
+            return {key: data[key] for key in data.files}
+
+
+@dataclass
+class SuccessMatrix:
+    """Results of one success-matrix run (pandas underneath).
+
+    cells: one row per ordered pair (:data:`CELL_COLUMNS` plus Wilson bounds);
+    examples: one row per attacked example; samples: a few image rows for figures;
+    metadata: everything ``run.json`` records.
+    """
+
+    cells: pd.DataFrame
+    examples: pd.DataFrame
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def marginals(self) -> pd.DataFrame:
+        from robust_vae.reporting import marginals
+
+        return marginals(self.cells)
+
+    def to_csv(self, out_dir: str | Path) -> None:
+        """cells.csv, matrix.csv, marginals.csv and examples.csv.gz."""
+        from robust_vae.reporting import matrix_strings
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.cells.to_csv(out / "cells.csv", index=False, float_format="%.6f")
+        matrix_strings(self.cells).to_csv(out / "matrix.csv", index_label="source")
+        self.marginals().to_csv(out / "marginals.csv", index=False, float_format="%.6f")
+        self.examples.to_csv(out / "examples.csv.gz", index=False, float_format="%.6f",
+                             compression={"method": "gzip", "mtime": 0})
+
+    def to_latex(self, out_dir: str | Path, label: str | None = None) -> None:
+        """matrix.tex (thesis appendix layout) and marginals.tex (thesis Tables 5.x layout)."""
+        from robust_vae.reporting import marginals_latex, matrix_latex
+
+        out = Path(out_dir)
+        label = label or self.metadata.get("label", "model")
+        (out / "matrix.tex").write_text(matrix_latex(
+            self.cells, caption=f"Attack success rates, {label}: AS ignore-target (AS target).",
+            label=f"tab:matrix-{_slug(label)}"))
+        (out / "marginals.tex").write_text(marginals_latex(
+            {label: self.marginals()}, caption=f"Marginal attack success rates per source digit, {label}.",
+            label=f"tab:marginals-{_slug(label)}"))
+
+    def plot(self, out_dir: str | Path) -> None:
+        """heatmaps.png and examples.png."""
+        from robust_vae.reporting import plot_examples, plot_heatmaps
+
+        out = Path(out_dir)
+        title = self.metadata.get("label", "")
+        plot_heatmaps(self.cells, out / "heatmaps.png", title=title)
+        if self.samples:
+            plot_examples(self.samples, out / "examples.png", title=title)
+
+    def to_markdown(self) -> str:
+        from robust_vae.reporting import summary_markdown
+
+        keys = ("model", "model_seed", "recipe", "attack", "per_pair", "seed", "examples_attacked",
+                "device", "wall_seconds")
+        meta = {k: self.metadata[k] for k in keys if k in self.metadata}
+        return summary_markdown(self.cells, self.marginals(), self.metadata.get("label", "run"), meta)
+
+    def save(self, out_dir: str | Path) -> None:
+        """Every report file of the run, rendered from these results."""
+        out = Path(out_dir)
+        self.to_csv(out)
+        self.to_latex(out)
+        self.plot(out)
+        (out / "summary.md").write_text(self.to_markdown())
+        (out / "run.json").write_text(json.dumps(self.metadata, indent=2, default=str) + "\n")
+        np.savez_compressed(out / "samples.npz", **_samples_to_arrays(self.samples))
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "SuccessMatrix":
+        """Read a saved run (cells.csv, examples.csv.gz, run.json, samples.npz)."""
+        run = Path(run_dir)
+        missing = [n for n in ("cells.csv", "run.json") if not (run / n).exists()]
+        if missing:
+            raise ConfigError(f"{run} is not a finished run (missing {', '.join(missing)})")
+        cells = pd.read_csv(run / "cells.csv")
+        examples_path = run / "examples.csv.gz"
+        examples = pd.read_csv(examples_path) if examples_path.exists() else pd.DataFrame(columns=EXAMPLE_COLUMNS)
+        samples = []
+        if (run / "samples.npz").exists():
+            with np.load(run / "samples.npz") as data:
+                samples = _arrays_to_samples({k: data[k] for k in data.files})
+        return cls(cells, examples, samples, json.loads((run / "run.json").read_text()))
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in str(text)).strip("-").lower()
+
+
+def _samples_to_arrays(samples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    if not samples:
+        return {"pairs": np.zeros((0, 3), dtype=np.int64), "images": np.zeros((0, 4, 32, 32), np.float32)}
+    pairs = np.array([[s["source"], s["target"], s.get("predicted", -1)] for s in samples], dtype=np.int64)
+    keys = ("source", "adversarial", "reconstruction", "target")
+    images = np.stack([np.stack([np.asarray(s["images"][k]).reshape(32, 32) for k in keys]) for s in samples])
+    return {"pairs": pairs, "images": images.astype(np.float32)}
+
+
+def _arrays_to_samples(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    keys = ("source", "adversarial", "reconstruction", "target")
+    return [
+        {"source": int(p[0]), "target": int(p[1]), "predicted": int(p[2]),
+         "images": {k: img[j] for j, k in enumerate(keys)}}
+        for p, img in zip(arrays["pairs"], arrays["images"])
+    ]
+
+
+def cells_from_examples(plans: list[PairPlan], examples: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate per-example records into the per-pair cells table (with Wilson bounds)."""
+    from robust_vae.reporting import add_intervals
+
+    rows = []
+    grouped = {key: frame for key, frame in examples.groupby(["source", "target"])}
+    for plan in plans:
+        frame = grouped.get((plan.source, plan.target), examples.iloc[0:0])
+        n = len(frame)
+        hits_t = int((frame["prediction"] == plan.target).sum())
+        hits_i = int((frame["prediction"] != plan.source).sum())
+        rows.append({
+            "source": plan.source, "target": plan.target, "n_pairs": plan.n_pairs, "n": n,
+            "hits_target": hits_t, "hits_ignore_target": hits_i,
+            "as_target": hits_t / n if n else math.nan,
+            "as_ignore_target": hits_i / n if n else math.nan,
+            "mean_l2": frame["l2"].mean() if n else math.nan,
+            "mean_linf": frame["linf"].mean() if n else math.nan,
+            "mean_latent_distance": frame["latent_distance"].mean() if n else math.nan,
+        })
+    return add_intervals(pd.DataFrame(rows, columns=CELL_COLUMNS))
+
+
+def _batches(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(indices), size):
+        yield indices[start:start + size]
+
+
+def library_versions() -> dict[str, str]:
+    import scipy
+
+    import robust_vae
+
+    versions = {"python": platform.python_version(), "robust_vae": robust_vae.__version__,
+                "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+                "pandas": pd.__version__}
+    try:
+        import foolbox
+
+        versions["foolbox"] = foolbox.__version__
+    except Exception:  # foolbox is optional for latent attacks
+        pass
+    return versions
+
+
+def success_matrix(
+    model: nn.Module,
+    classifier: nn.Module,
+    dataset: Dataset,
+    attack: Attack,
+    per_pair: int | None = None,
+    seed: int = 0,
+    *,
+    batch_size: int = 512,
+    out_dir: str | Path | None = None,
+    metadata: dict[str, Any] | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    samples_per_run: int = 6,
+) -> SuccessMatrix:
+    """Run protocol §4 steps 1–6 with ``attack`` on every ordered class pair.
+
+    ``per_pair`` caps the pairs sampled per cell (None: every test pair). With ``out_dir``
+    each finished unit is persisted there and a rerun resumes; without it nothing is written.
+    A sweep attack (K > 1) is reduced per example to the entry closest to the target code.
+    """
+    if per_pair is not None and per_pair < 1:
+        raise ConfigError(f"per_pair must be >= 1 (or None for every pair), got {per_pair}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    device = model_device(model)
+    classifier = classifier.to(device).eval()
+    model.eval()
+    clean_pred = clean_predictions(model, classifier, dataset.images)
+    plans = plan_pairs(dataset.labels, clean_pred, dataset.num_classes, per_pair, seed)
+    units = group_units(plans, batch_size)
+    meta = dict(metadata or {})
+    fingerprint = {
+        "model": meta.get("model"), "model_seed": meta.get("model_seed"),
+        "weights_sha256": meta.get("weights_sha256"), "dataset": dataset.name,
+        "attack": attack.name, "hyperparameters": attack.hyperparameters(),
+        "per_pair": per_pair, "seed": seed, "batch_size": batch_size,
+        "classifier_sha256": meta.get("classifier_sha256"),
+    }
+    store = RunStore(Path(out_dir)) if out_dir is not None else None
+    if store is not None:
+        store.check_or_start(fingerprint, restart=restart)
+
+    total_pairs = len(plans)
+    done_pairs = sum(len(u) for i, u in enumerate(units) if store is not None and store.done(i))
+    bar = tqdm(total=total_pairs, initial=done_pairs, desc=f"{attack.name} pairs", unit="pair",
+               disable=not progress, dynamic_ncols=True)
+    results: dict[int, dict[str, np.ndarray]] = {}
+    for unit_id, unit in enumerate(units):
+        if store is not None and store.done(unit_id):
+            results[unit_id] = store.load_unit(unit_id)
+            continue
+        started = time.perf_counter()
+        arrays = _attack_unit([plans[i] for i in unit], model, classifier, dataset, attack,
+                              seed, batch_size, device)
+        arrays["seconds"] = np.array([time.perf_counter() - started])
+        if store is not None:
+            store.save_unit(unit_id, arrays)
+        results[unit_id] = arrays
+        bar.update(len(unit))
+    bar.close()
+
+    records = [results[i] for i in range(len(units))]
+    examples = pd.DataFrame({
+        col: np.concatenate([r[col] for r in records]) if records else np.array([])
+        for col in EXAMPLE_COLUMNS
+    })
+    cells = cells_from_examples(plans, examples)
+    samples = _choose_samples(records, samples_per_run)
+    meta.update({
+        "dataset": dataset.name, "attack": attack.name, "hyperparameters": attack.hyperparameters(),
+        "per_pair": per_pair, "full": per_pair is None, "seed": seed, "batch_size": batch_size,
+        "pairs": total_pairs, "pairs_sampled": int(sum(p.n_pairs for p in plans)),
+        "examples_attacked": int(len(examples)), "units": len(units),
+        "attack_seconds": round(float(sum(r["seconds"].sum() for r in records)), 2),
+        "device": str(device), "threads": torch.get_num_threads(),
+        "versions": library_versions(),
+        "conventions": {
+            "evaluation": "deterministic: Gaussian means and argmax one-hot categorical (no Gumbel noise)",
+            "kept": "sources whose clean reconstruction the classifier labels as the source",
+            "sweep_reduction": "per example, the sweep entry with the smallest latent distance",
+            "marginals": "unweighted mean over cells",
+        },
+    })
+    return SuccessMatrix(cells, examples[EXAMPLE_COLUMNS], samples, meta)
+
+
+@torch.no_grad()
+def _classify_reconstructions(model: nn.Module, classifier: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    recon = model.reconstruct(x)
+    return recon, classifier(recon).argmax(-1)
+
+
+def _attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, dataset: Dataset,
+                 attack: Attack, seed: int, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+    """Attack every kept example of ``plans``; per-example records plus one sample per pair."""
+    src = np.concatenate([p.source_index[p.kept] for p in plans])
+    tgt = np.concatenate([p.target_index[p.kept] for p in plans])
+    seeds = torch.cat([example_seeds(seed, p) for p in plans]) if plans else torch.zeros(0, dtype=torch.int64)
+    s_cls = np.concatenate([np.full(p.n, p.source) for p in plans])
+    t_cls = np.concatenate([np.full(p.n, p.target) for p in plans])
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("prediction", "l2", "linf", "latent_distance", "sweep_index")}
+    adversarials, reconstructions = [], []
+    for rows in _batches(np.arange(len(src)), batch_size):
+        xs = dataset.images[src[rows]].to(device)
+        xt = dataset.images[tgt[rows]].to(device)
+        result = attack(model, xs, xt, seeds=seeds[rows])
+        if result.l2.shape[0] > 1:
+            result, sweep_index = result.best_latent()
+        else:
+            sweep_index = torch.zeros(len(rows), dtype=torch.int64)
+        adversarial = result.adversarial[0]
+        recon, pred = _classify_reconstructions(model, classifier, adversarial)
+        columns["prediction"].append(pred.cpu().numpy())
+        columns["l2"].append(result.l2[0].cpu().numpy())
+        columns["linf"].append(result.linf[0].cpu().numpy())
+        columns["latent_distance"].append(result.latent_distance[0].cpu().numpy())
+        columns["sweep_index"].append(sweep_index.cpu().numpy())
+        adversarials.append(adversarial.cpu())
+        reconstructions.append(recon.cpu())
+    out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in columns.items()}
+    out.update({"source": s_cls, "target": t_cls, "source_index": src, "target_index": tgt})
+    # one sample per pair (its first kept example) for the examples figure
+    first = np.cumsum([0] + [p.n for p in plans])[:-1]
+    has = np.array([p.n > 0 for p in plans], dtype=bool)
+    picks = first[has]
+    if len(src):
+        adv_all = torch.cat(adversarials).numpy()
+        rec_all = torch.cat(reconstructions).numpy()
+        out["sample_rows"] = picks
+        out["sample_images"] = np.stack([
+            dataset.images[src[picks]].numpy(), adv_all[picks], rec_all[picks], dataset.images[tgt[picks]].numpy()
+        ], axis=1).astype(np.float32)
+    else:
+        out["sample_rows"] = np.zeros(0, dtype=np.int64)
+        out["sample_images"] = np.zeros((0, 4, 1, 32, 32), dtype=np.float32)
+    return out
+
+
+def _choose_samples(records: list[dict[str, np.ndarray]], count: int) -> list[dict[str, Any]]:
+    """Up to ``count`` pairs for examples.png: successful targeted examples first, by source."""
+    candidates = []
+    for r in records:
+        for row, images in zip(r["sample_rows"], r["sample_images"]):
+            s, t, p = int(r["source"][row]), int(r["target"][row]), int(r["prediction"][row])
+            candidates.append((p != t, s, t, p, images))
+    candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+    chosen, seen_sources = [], set()
+    for failed, s, t, p, images in candidates:
+        if s in seen_sources:
+            continue
+        seen_sources.add(s)
+        chosen.append({"source": s, "target": t, "predicted": p,
+                       "images": {k: images[j, 0] for j, k in enumerate(("source", "adversarial", "reconstruction", "target"))}})
+        if len(chosen) == count:
+            break
+    return chosen

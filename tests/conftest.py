@@ -1,0 +1,75 @@
+"""Shared fixtures: the real MNIST split(s) and an isolated cache for the whole session.
+
+Nothing here skips: when the data is missing the tests that need it fail with a message
+that says where the files were looked for and how to point the tests at them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from robust_vae.data import DATA_ENV, Dataset, load_dataset
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_ROOT = (REPO_ROOT / ".." / "shared" / "data").resolve()
+MNIST_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def data_root() -> Path:
+    """The data root the tests use: ``$ROBUST_VAE_DATA``, else ``<repo>/../shared/data``."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser().resolve() if env else DEFAULT_DATA_ROOT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Per-session ``ROBUST_VAE_CACHE`` so no test writes to the user's cache.
+
+    Also pins ``ROBUST_VAE_DATA`` (so nothing can fall back to a network download) and drops
+    ``ROBUST_VAE_MODELS`` (so the tests check the shipped ``models/``, not a user's override;
+    tests that need another zoo set it with ``monkeypatch``).
+    """
+    cache = tmp_path_factory.mktemp("robust-vae-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROBUST_VAE_CACHE", str(cache))
+        patch.setenv(DATA_ENV, str(data_root()))
+        patch.delenv("ROBUST_VAE_MODELS", raising=False)
+        yield cache
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The data root holding ``mnist/`` with the four standard IDX files (``.gz`` or not)."""
+    root = data_root()
+    folder = root / "mnist"
+    missing = [
+        stem for stem in MNIST_STEMS
+        if not (folder / f"{stem}.gz").is_file() and not (folder / stem).is_file()
+    ]
+    if missing:
+        pytest.fail(
+            f"MNIST files missing in {folder}: {', '.join(missing)}. Put the standard IDX files "
+            f"there or set {DATA_ENV}=ROOT where ROOT/mnist/ holds them "
+            f"(default ROOT is {DEFAULT_DATA_ROOT})",
+            pytrace=False,
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_root: Path) -> Dataset:
+    return load_dataset("mnist", "test", data_dir=mnist_root)
+
+
+@pytest.fixture(scope="session")
+def mnist_train(mnist_root: Path) -> Dataset:
+    return load_dataset("mnist", "train", data_dir=mnist_root)

@@ -1,0 +1,99 @@
+"""The ``robust-vae`` console script, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(sys.executable).parent / "robust-vae"
+COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "robust_vae.cli"]
+SUMMARY_KEYS = {"name", "dataset", "family", "seed", "path", "metrics"}
+
+
+def robust_vae(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with the test session's environment (isolated cache, pinned data root)."""
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env=dict(os.environ))
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], command: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"robust-vae {command}: error: ")
+    assert result.stdout == ""
+    return lines[0]
+
+
+def test_help() -> None:
+    result = robust_vae("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: robust-vae")
+    for command in ("models", "train-classifier", "train"):
+        assert command in result.stdout
+    assert result.stderr == ""
+
+
+def test_models_json_lists_the_classifier(tmp_path: Path) -> None:
+    result = robust_vae("models", "--dataset", "mnist", "--json", cwd=tmp_path)  # any cwd works
+    assert result.returncode == 0, result.stderr
+    entries = json.loads(result.stdout)
+    assert isinstance(entries, list)
+    classifiers = [entry for entry in entries if entry["name"] == "classifier"]
+    assert len(classifiers) == 1, entries
+    entry = classifiers[0]
+    assert set(entry) == SUMMARY_KEYS
+    assert (entry["dataset"], entry["family"], entry["seed"]) == ("mnist", "classifier", 0)
+    assert Path(entry["path"]).is_absolute() and Path(entry["path"]).is_file()
+    assert Path(entry["path"]).name == "classifier.safetensors"
+    assert entry["metrics"]["test_accuracy"] >= 0.985
+    assert all(set(e) == SUMMARY_KEYS and e["dataset"] == "mnist" for e in entries)
+
+
+def test_unknown_family_is_one_line_exit_2() -> None:
+    line = assert_one_line_error(robust_vae("train", "--model", "nosuchfamily", "--dataset", "mnist"),
+                                 "train")
+    assert "'nosuchfamily'" in line and "jointvae" in line
+
+
+def test_missing_data_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = robust_vae("train-classifier", "--data-dir", str(tmp_path / "empty"), "--epochs", "1",
+                        "--out", str(tmp_path / "out"))
+    line = assert_one_line_error(result, "train-classifier")
+    assert "--data-dir" in line and "ROBUST_VAE_DATA" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_gzip_is_one_line_exit_2(tmp_path: Path, mnist_root: Path) -> None:
+    # A flipped byte inside the deflate stream raises zlib.error; it must become a DataError.
+    folder = tmp_path / "root" / "mnist"
+    folder.mkdir(parents=True)
+    for source in sorted((mnist_root / "mnist").iterdir()):
+        if "idx" in source.name and not source.name.startswith("train-images"):
+            os.symlink(source, folder / source.name)
+    images = mnist_root / "mnist" / "train-images-idx3-ubyte.gz"
+    content = images.read_bytes() if images.is_file() else gzip.compress(
+        (mnist_root / "mnist" / "train-images-idx3-ubyte").read_bytes(), compresslevel=1)
+    damaged = bytearray(content)
+    damaged[1000] ^= 0xFF
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(damaged))
+    result = robust_vae("train-classifier", "--data-dir", str(tmp_path / "root"), "--epochs", "1",
+                        "--out", str(tmp_path / "out"))
+    line = assert_one_line_error(result, "train-classifier")
+    assert "train-images-idx3-ubyte.gz" in line and "cannot be read" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--epochs", "x"]])
+def test_bad_option_is_argparse_usage_error(argv: list[str]) -> None:
+    result = robust_vae("train-classifier", *argv)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("robust-vae train-classifier: error: argument")
