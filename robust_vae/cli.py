@@ -223,8 +223,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from robust_vae.reporting import marginals_csv_frame, marginals_latex, marginals_markdown
 
     runs = [SuccessMatrix.load(path) for path in args.runs]
-    for path, run in zip(args.runs, runs):
-        target = Path(args.out) / Path(path).name if args.out and len(runs) > 1 else Path(args.out or path)
+    names = [Path(p).name for p in args.runs]
+    if len(set(names)) < len(names):  # e.g. reports/mnist/vae/thesis and reports/mnist/jointvae/thesis
+        common = os.path.commonpath([str(Path(p).resolve()) for p in args.runs])
+        names = [str(Path(p).resolve().relative_to(common)) for p in args.runs]
+    for path, name, run in zip(args.runs, names, runs):
+        target = Path(args.out) / name if args.out and len(runs) > 1 else Path(args.out or path)
         _writable(target)
         run.save(target)
         print(f"re-rendered {path} -> {target}")

@@ -31,6 +31,19 @@ def data_root() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the whole session: on a busy 2-core machine two threads make the
+    tiny batches of these tests far slower. Session-scoped so it is in force before
+    ``small_zoo`` is trained."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Per-session ``ROBUST_VAE_CACHE`` so no test writes to the user's cache.
 
@@ -73,3 +86,43 @@ def mnist_test(mnist_root: Path) -> Dataset:
 @pytest.fixture(scope="session")
 def mnist_train(mnist_root: Path) -> Dataset:
     return load_dataset("mnist", "train", data_dir=mnist_root)
+
+
+SMALL_VAE_STEPS = 500
+
+
+@pytest.fixture(scope="session")
+def small_zoo(mnist_root: Path, isolated_environment: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zoo root (``<root>/mnist/``) with the shipped classifier and a small real ``vae``.
+
+    The VAE is the thesis architecture trained for 500 steps (lr 2e-3) on real MNIST by
+    ``train_vae`` (about half a minute on 2 cores): good enough that attacks have something
+    to move, small enough for CI. Point ``ROBUST_VAE_MODELS`` at the returned root to use it.
+    """
+    import shutil
+
+    import torch
+
+    from robust_vae.training import train_vae
+
+    root = tmp_path_factory.mktemp("small-zoo")
+    (root / "mnist").mkdir()
+    for name in ("classifier.safetensors", "classifier.json"):
+        shutil.copy(REPO_ROOT / "models" / "mnist" / name, root / "mnist" / name)
+    threads = torch.get_num_threads()
+    result = train_vae("vae", "mnist", seed=0, steps=SMALL_VAE_STEPS, overrides={"lr": 2e-3},
+                       out_dir=root / "mnist", progress=False, log=lambda message: None)
+    torch.set_num_threads(threads)
+    assert result is not None and result.card.data["metrics"]["recon_accuracy"] > 0.5
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_vae(small_zoo: Path):
+    """The small trained VAE of :func:`small_zoo`, in eval mode."""
+
+    from robust_vae.models import get_family
+    from robust_vae.zoo import load_state, read_card
+
+    card = read_card(small_zoo / "mnist" / "vae-seed0.json")
+    return load_state(card, get_family("vae")(get_family("vae").config_class.from_dict(card.data["config"])))

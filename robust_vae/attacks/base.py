@@ -101,7 +101,17 @@ def project_l2(x: torch.Tensor, center: torch.Tensor, epsilon: torch.Tensor | fl
     norms = d.flatten(1).norm(dim=1).clamp_min(1e-12)
     eps = _per_example(epsilon, x).flatten()
     scale = torch.clamp(eps / norms, max=1.0)
-    return (center + d * scale.view(-1, *([1] * (x.dim() - 1)))).clamp(0.0, 1.0)
+    shape = (-1, *([1] * (x.dim() - 1)))
+    x = (center + d * scale.view(shape)).clamp(0.0, 1.0)
+    # ε/‖d‖ and center + d·scale round in float32, so ‖x − center‖ can land an ulp above ε:
+    # shrink such rows by a few ulps (relative 2^-22, doubling) until the budget holds
+    for attempt in range(8):
+        over = (x - center).flatten(1).norm(dim=1) > eps
+        if not over.any():
+            break
+        scale = torch.where(over, scale * (1.0 - 2.0 ** (attempt - 22)), scale)
+        x = (center + d * scale.view(shape)).clamp(0.0, 1.0)
+    return x
 
 
 def _per_example(value: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +125,8 @@ class Problem:
     """The flattened batch an attack's :meth:`Attack.run` solves: M = K·N independent problems.
 
     sources, targets: (M, C, H, W); target_code: (M, D); sweep: (M,) the sweep value of each
-    problem (or None); seeds: (M,) per-problem seeds; epsilon: (M,) L∞/L2 budget or None.
+    problem (or None); seeds: (M,) per-problem seeds; epsilon: (M,) L∞/L2 budget or None;
+    target_classes: (M,) int64 class of each target when the caller knows it (or None).
     """
 
     sources: torch.Tensor
@@ -124,6 +135,7 @@ class Problem:
     sweep: torch.Tensor | None
     seeds: torch.Tensor
     epsilon: torch.Tensor | None
+    target_classes: torch.Tensor | None = None
 
 
 @dataclass
@@ -163,6 +175,11 @@ class Attack:
                 if not value >= 0:
                     raise ConfigError(f"{self.name}: epsilon must be >= 0, got {value}")
 
+    def bind(self, *, classifier: nn.Module | None = None, data_dir: str | None = None) -> "Attack":
+        """Context beyond the hyperparameters: the evaluation classifier and the data root
+        (``--data-dir``). Attacks that need neither ignore it; returns ``self``."""
+        return self
+
     def hyperparameters(self) -> dict[str, Any]:
         """Every hyperparameter value (what run metadata records)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -190,12 +207,15 @@ class Attack:
         targets: torch.Tensor,
         *,
         seeds: torch.Tensor | None = None,
+        target_classes: torch.Tensor | None = None,
     ) -> AttackResult:
         """Attack ``sources`` (N, C, H, W) in [0, 1] towards ``targets``.
 
         ``targets`` are images (N, C, H, W) or attack codes (N, D) (φ of the targets).
         ``seeds`` (N,) int64 make each example's randomness depend on its own seed only, so
         an example's result does not depend on the rest of the batch; default seed + arange(N).
+        ``target_classes`` (N,) int64, optional: the class of each target, for attacks that aim
+        at a class (the classifier-guided attacks); the others ignore it.
         """
         device = torch.device(self.device) if self.device else model_device(model)
         if self.device:
@@ -212,6 +232,8 @@ class Attack:
             raise ConfigError(f"{self.name} needs target images, not target codes")
         with torch.no_grad():
             target_code = model.attack_code(targets) if target_images is not None else targets
+        if target_classes is not None and tuple(target_classes.shape) != (n,):
+            raise ConfigError(f"target_classes must be ({n},), got shape {tuple(target_classes.shape)}")
         if seeds is None:
             seeds = self.seed + torch.arange(n, dtype=torch.int64)
         seeds = seeds.to(torch.int64).cpu()
@@ -238,6 +260,7 @@ class Attack:
             sweep=sweep,
             seeds=tile(seeds) + 1_000_003 * torch.arange(k).repeat_interleave(n),
             epsilon=epsilon,
+            target_classes=None if target_classes is None else tile(target_classes.to(device, torch.int64)),
         )
         was_training = model.training
         model.eval()

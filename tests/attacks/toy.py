@@ -1,0 +1,76 @@
+"""Tiny models with the zoo's model interface (encode, decode, reconstruct,
+relaxed_reconstruct, attack_code), for attack tests whose answers are known exactly."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robust_vae.models.base import LatentParams
+
+
+class LinearEncoder(nn.Module):
+    """φ(x) = W·vec(x) + b (optionally tanh of it), no categorical latent.
+
+    ``weight`` (D, C·H·W) and ``bias`` (D,) are float32 parameters; images are (N, *shape).
+    encode -> LatentParams(mean=φ(x), logvar=0, logits=None); attack_code = mean;
+    decode(z) = sigmoid(Wᵀz) reshaped to an image.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, shape: tuple[int, ...],
+                 nonlinear: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone().float())
+        self.bias = nn.Parameter(bias.detach().clone().float())
+        self.shape = tuple(shape)
+        self.nonlinear = nonlinear
+
+    def encode(self, x: torch.Tensor) -> LatentParams:
+        mean = x.flatten(1) @ self.weight.T + self.bias
+        if self.nonlinear:
+            mean = torch.tanh(mean)
+        return LatentParams(mean, torch.zeros_like(mean), None)
+
+    def attack_code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x).mean
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z @ self.weight).view(-1, *self.shape)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.attack_code(x))
+
+    def relaxed_reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)
+
+
+class RowWise(nn.Module):
+    """Wraps a model so that every method runs one example at a time.
+
+    Its outputs are then bitwise independent of the batch (a batched conv on CPU is not: its
+    rounding depends on the batch size), so batch independence can be tested exactly.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def _rows(self, fn, x: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        return torch.cat([fn(x[i:i + 1]) for i in range(x.shape[0])])
+
+    def encode(self, x: torch.Tensor) -> LatentParams:
+        rows = [self.model.encode(x[i:i + 1]) for i in range(x.shape[0])]
+        logits = None if rows[0].logits is None else torch.cat([r.logits for r in rows])
+        return LatentParams(torch.cat([r.mean for r in rows]), torch.cat([r.logvar for r in rows]), logits)
+
+    def attack_code(self, x: torch.Tensor) -> torch.Tensor:
+        return self._rows(self.model.attack_code, x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self._rows(self.model.decode, z)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self._rows(self.model.reconstruct, x)
+
+    def relaxed_reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self._rows(self.model.relaxed_reconstruct, x)

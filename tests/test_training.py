@@ -1,0 +1,155 @@
+"""train_vae: the card it writes, and resuming after an interruption (in process and killed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from robust_vae import training
+from robust_vae.data import Dataset
+from robust_vae.models import get_family
+from robust_vae.training import checkpoint_dir, train_vae
+from robust_vae.zoo import MODELS_ENV, load_state, read_card, sha256_of
+
+SCRIPT = Path(sys.executable).parent / "robust-vae"
+COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "robust_vae.cli"]
+STEPS, EVERY = 40, 10
+CLI_STEPS, CLI_EVERY = 200, 25  # a few seconds of training: time to kill it between checkpoints
+
+
+
+@pytest.fixture
+def zoo_env(small_zoo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ROBUST_VAE_MODELS -> the small zoo (train_vae loads the classifier from there)."""
+    monkeypatch.setenv(MODELS_ENV, str(small_zoo))
+    return small_zoo
+
+
+def _train(out: Path, **kwargs):  # type: ignore[no-untyped-def]
+    logs: list[str] = []
+    result = train_vae("vae", "mnist", seed=kwargs.pop("seed", 3), steps=STEPS, out_dir=out,
+                       checkpoint_every=EVERY, progress=False, log=logs.append, **kwargs)
+    return result, logs
+
+
+def test_train_writes_weights_and_card(zoo_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBUST_VAE_CACHE", str(tmp_path / "cache"))
+    result, logs = _train(tmp_path / "out", seed=3)
+    assert result is not None and result.resumed_from == 0
+    weights = tmp_path / "out" / "vae-seed3.safetensors"
+    card_path = tmp_path / "out" / "vae-seed3.json"
+    assert weights.is_file() and card_path.is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["vae-seed3.json", "vae-seed3.safetensors"]
+    card = json.loads(card_path.read_text())
+    assert card == result.card.data
+    assert (card["name"], card["family"], card["dataset"], card["seed"], card["steps"]) == (
+        "vae", "vae", "mnist", 3, STEPS)
+    assert card["config_class"] == "VAEConfig"
+    assert card["config"] == get_family("vae").config_class(steps=STEPS).to_dict()
+    assert card["weights"] == "vae-seed3.safetensors"
+    assert card["sha256"] == sha256_of(weights)
+    metrics = card["metrics"]
+    for key in ("recon_bce", "kl_per_dim", "elbo", "recon_accuracy"):
+        assert key in metrics, key
+    assert len(metrics["kl_per_dim"]) == 10
+    assert all(v >= 0 for v in metrics["kl_per_dim"])
+    assert 0.0 <= metrics["recon_accuracy"] <= 1.0
+    assert 0 < metrics["recon_bce"] < 1024 * 0.7  # better than predicting 0.5 everywhere
+    assert metrics["elbo"] < 0 and -metrics["elbo"] >= metrics["recon_bce"] * 0.5
+    assert any("wrote" in line for line in logs)
+    # the checkpoint lives in the cache, not next to the weights
+    ckpt = checkpoint_dir("vae", "mnist", 3, card["config"]) / "checkpoint.pt"
+    assert ckpt.is_file() and str(ckpt).startswith(str(tmp_path / "cache"))
+    assert torch.load(ckpt, weights_only=True)["step"] == STEPS
+    # the weights load back into the architecture the card describes
+    model = get_family("vae")(get_family("vae").config_class.from_dict(card["config"]))
+    load_state(read_card(card_path), model)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+    zoo_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the card metrics on the first 1,000 test images only (the weights are what is compared)
+    evaluate = training.evaluate_vae
+    monkeypatch.setattr(training, "evaluate_vae", lambda model, test, *args, **kwargs: evaluate(
+        model, Dataset(test.name, test.split, test.images[:1000], test.labels[:1000]), *args, **kwargs))
+    # interrupted after 15 steps (a checkpoint at 10, the stop at 15), then rerun
+    monkeypatch.setenv("ROBUST_VAE_CACHE", str(tmp_path / "cache-a"))
+    first, _ = _train(tmp_path / "a", stop_after=15)
+    assert first is None
+    assert not (tmp_path / "a" / "vae-seed3.safetensors").exists()
+    ckpt = checkpoint_dir("vae", "mnist", 3, get_family("vae").config_class(steps=STEPS).to_dict())
+    assert str(ckpt).startswith(str(tmp_path / "cache-a"))
+    assert torch.load(ckpt / "checkpoint.pt", weights_only=True)["step"] == 15
+    resumed, logs = _train(tmp_path / "a")
+    assert resumed is not None and resumed.resumed_from == 15
+    assert any("resuming vae seed 3 from step 15" in line for line in logs), logs
+
+    # uninterrupted, in a separate cache
+    monkeypatch.setenv("ROBUST_VAE_CACHE", str(tmp_path / "cache-b"))
+    straight, _ = _train(tmp_path / "b")
+    assert straight is not None and straight.resumed_from == 0
+
+    a = load_file(str(tmp_path / "a" / "vae-seed3.safetensors"))
+    b = load_file(str(tmp_path / "b" / "vae-seed3.safetensors"))
+    assert list(a) == list(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed.card.data["sha256"] == straight.card.data["sha256"]
+    assert resumed.card.data["metrics"] == straight.card.data["metrics"]
+    # training moved the weights away from the initialisation
+    torch.manual_seed(3)
+    initial = get_family("vae")(get_family("vae").config_class(steps=STEPS)).state_dict()
+    assert not torch.equal(initial["encoder.head.weight"], a["encoder.head.weight"])
+
+
+def _checkpoints(cache: Path) -> list[Path]:
+    return sorted((cache / "checkpoints" / "mnist").glob("vae-seed0-*/checkpoint.pt"))
+
+
+def test_killed_cli_training_resumes(small_zoo: Path, tmp_path: Path) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    env = dict(os.environ, ROBUST_VAE_MODELS=str(small_zoo), ROBUST_VAE_CACHE=str(cache),
+               OMP_NUM_THREADS="1")
+    command = [*COMMAND, "train", "--model", "vae", "--steps", str(CLI_STEPS),
+               "--checkpoint-every", str(CLI_EVERY), "--out", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not _checkpoints(cache):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        assert process.poll() is None, "the run finished before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "vae-seed0.json").exists()
+    killed_at = torch.load(_checkpoints(cache)[0], weights_only=True)["step"]
+    assert 0 < killed_at < CLI_STEPS and killed_at % CLI_EVERY == 0
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = [line for line in rerun.stderr.splitlines() if "resuming" in line]
+    assert len(resumed) == 1, rerun.stderr
+    assert f"resuming vae seed 0 from step {killed_at} " in resumed[0]
+    card = json.loads((out / "vae-seed0.json").read_text())
+    assert card["steps"] == CLI_STEPS and card["seed"] == 0
+    assert card["sha256"] == sha256_of(out / "vae-seed0.safetensors")
+    printed = json.loads(rerun.stdout)
+    assert printed["weights"] == str(out / "vae-seed0.safetensors")
+    assert printed["metrics"] == card["metrics"]
+    assert torch.load(_checkpoints(cache)[0], weights_only=True)["step"] == CLI_STEPS
