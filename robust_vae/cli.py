@@ -66,6 +66,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not cards:
         print("no shipped models" + (f" for {args.dataset}" if args.dataset else ""))
         return 0
+    if args.markdown:
+        print(_models_markdown(cards))
+        return 0
     print(f"{'name':<18}{'dataset':<9}{'seed':<6}{'metrics'}")
     for card in cards:
         s = card.summary()
@@ -75,6 +78,25 @@ def cmd_models(args: argparse.Namespace) -> int:
         seed = "-" if s["seed"] is None else str(s["seed"])
         print(f"{s['name']:<18}{s['dataset']:<9}{seed:<6}{metrics}")
     return 0
+
+
+MARKDOWN_METRICS = (("recon_accuracy", "recon acc."), ("recon_bce", "recon BCE"),
+                    ("kl_gaussian", "KL Gaussian"), ("kl_categorical", "KL categorical"),
+                    ("elbo", "ELBO"), ("test_accuracy", "test acc."))
+
+
+def _models_markdown(cards: list) -> str:  # type: ignore[type-arg]
+    """The zoo as a Markdown table (what the README's zoo table is pasted from)."""
+    lines = ["| model | dataset | seed | steps | " + " | ".join(t for _, t in MARKDOWN_METRICS) + " |",
+             "|---|---|---|---|" + "---|" * len(MARKDOWN_METRICS)]
+    for card in cards:
+        s = card.summary()
+        values = [f"{s['metrics'][k]:.4f}" if isinstance(s["metrics"].get(k), float) else "–"
+                  for k, _ in MARKDOWN_METRICS]
+        seed = "–" if s["seed"] is None else str(s["seed"])
+        steps = card.data.get("steps") or card.data.get("training", {}).get("steps", "–")
+        lines.append(f"| `{s['name']}` | {s['dataset']} | {seed} | {steps} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
@@ -169,6 +191,19 @@ def _parse_overrides(pairs: list[str]) -> dict[str, object]:
     return overrides
 
 
+def _resource_usage() -> dict[str, object]:
+    """Peak resident memory and CPU time of this process (and the machine's load), for run.json."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_bytes = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # KiB on Linux
+    info: dict[str, object] = {"peak_rss_mb": round(peak_bytes / 2**20, 1),
+                               "cpu_seconds_process": round(usage.ru_utime + usage.ru_stime, 2)}
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    return info
+
+
 def _print_marginals(result) -> None:  # type: ignore[no-untyped-def]
     marginals = result.marginals()
     rows = marginals[marginals["kind"] == "source"]
@@ -193,7 +228,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     classifier = load_classifier(args.dataset, device=args.device)
     classifier_card = find_card("classifier", args.dataset, None)
     recipe = read_recipe(args.attack)
-    attack = load_attack(args.attack, **_parse_overrides(args.set))
+    attack = load_attack(args.attack, **_parse_overrides(args.set)).bind(data_dir=args.data_dir)
     per_pair = None if args.full else args.per_pair
     model_folder = args.model if args.seed_model == 0 else f"{args.model}-seed{args.seed_model}"
     out = _writable(args.out or REPO_ROOT / "reports" / args.dataset / model_folder / recipe["name"])
@@ -211,6 +246,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, out_dir=out, metadata=metadata,
                             restart=args.restart)
     result.metadata["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
+    result.metadata.update(_resource_usage())
     result.save(out)
     _print_marginals(result)
     print(f"\nwrote {out}/ (cells.csv, matrix.csv, marginals.csv, matrix.tex, marginals.tex, "
@@ -250,6 +286,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from robust_vae.comparison import main_compare
+
+    return main_compare(args)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from robust_vae.study import main_study
+
+    return main_study(args)
+
+
 # ----------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
@@ -261,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list shipped models and their metrics")
     p.add_argument("--dataset", default=None, help="only this dataset")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's zoo table)")
     p.set_defaults(handler=cmd_models)
 
     p = sub.add_parser("train-classifier", help="train the evaluation classifier (protocol §3)")
@@ -330,6 +379,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: in place; several runs: their common parent/comparison)")
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser(
+        "compare", help="group A minus group B of runs: mean AS with bootstrap intervals and paired tests",
+        description="Compare two groups of finished runs (e.g. the seeds of two models): A − B in mean AS "
+        "target and AS ignore-target (per run the unweighted mean over cells, averaged over the group's runs), "
+        "95% intervals from a hierarchical bootstrap (seeds, then examples within cells), and paired tests "
+        "over the cells (Wilcoxon signed-rank, sign-flip permutation). Writes comparison.csv, .tex and .md and "
+        "prints the Markdown. Example: robust-vae compare --a runs/jointvae-seed*/thesis --b runs/vae-seed*/thesis")
+    p.add_argument("--a", nargs="+", type=Path, required=True, metavar="RUN_DIR", help="group A's run folders")
+    p.add_argument("--b", nargs="+", type=Path, required=True, metavar="RUN_DIR", help="group B's run folders")
+    p.add_argument("--label-a", default=None, help="name of group A (default: its model, plus recipe if not thesis)")
+    p.add_argument("--label-b", default=None, help="name of group B")
+    p.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap replicates (default: 2000)")
+    p.add_argument("--permutations", type=_positive_int, default=10_000, help="sign flips (default: 10000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap and permutations")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: <common parent of the runs>/compare-<A>-vs-<B>/)")
+    p.set_defaults(handler=cmd_compare)
+
+    from robust_vae.study import add_arguments as add_study_arguments
+
+    p = sub.add_parser(
+        "study", help="run a study file's missing runs, then write its tables, comparisons and figures",
+        description="Make every missing run of a study file (resuming partial ones, skipping models and "
+        "recipes that do not exist yet) into <study folder>/runs/<model>-seed<S>/<recipe>/, then write the "
+        "marginals, per-seed, comparison and attack-strength tables, figures and results.md next to it.")
+    _add_common(p, dataset=False)
+    add_study_arguments(p)
+    p.set_defaults(handler=cmd_study)
+
+    from robust_vae.cli_robustness import add_parser as add_classifier_robustness
+
+    add_classifier_robustness(sub)  # robust-vae classifier-robustness
     return parser
 
 

@@ -339,6 +339,7 @@ def success_matrix(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     device = model_device(model)
     classifier = classifier.to(device).eval()
+    attack.bind(classifier=classifier)  # classifier-guided attacks attack the judging classifier
     model.eval()
     clean_pred = clean_predictions(model, classifier, dataset.images)
     plans = plan_pairs(dataset.labels, clean_pred, dataset.num_classes, per_pair, seed)
@@ -418,7 +419,7 @@ def _attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module,
     for rows in _batches(np.arange(len(src)), batch_size):
         xs = dataset.images[src[rows]].to(device)
         xt = dataset.images[tgt[rows]].to(device)
-        result = attack(model, xs, xt, seeds=seeds[rows])
+        result = attack(model, xs, xt, seeds=seeds[rows], target_classes=torch.from_numpy(t_cls[rows]))
         if result.l2.shape[0] > 1:
             result, sweep_index = result.best_latent()
         else:

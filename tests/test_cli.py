@@ -57,6 +57,17 @@ def test_models_json_lists_the_classifier(tmp_path: Path) -> None:
     assert all(set(e) == SUMMARY_KEYS and e["dataset"] == "mnist" for e in entries)
 
 
+def test_models_markdown_has_one_row_per_card(tmp_path: Path) -> None:
+    listed = json.loads(robust_vae("models", "--dataset", "mnist", "--json", cwd=tmp_path).stdout)
+    result = robust_vae("models", "--dataset", "mnist", "--markdown", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(listed)
+    classifier_row = next(row for row in rows if row.startswith("| `classifier`"))
+    accuracy = next(e for e in listed if e["name"] == "classifier")["metrics"]["test_accuracy"]
+    assert classifier_row.rstrip(" |").endswith(f"{accuracy:.4f}")
+
+
 def test_unknown_family_is_one_line_exit_2() -> None:
     line = assert_one_line_error(robust_vae("train", "--model", "nosuchfamily", "--dataset", "mnist"),
                                  "train")

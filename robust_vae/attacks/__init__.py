@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from robust_vae.attacks.base import Attack, AttackResult, Problem, RunOutput
+from robust_vae.attacks.e2e import EndToEndAttack
+from robust_vae.attacks.kos import KosClassifierAttack
 from robust_vae.attacks.latent import LatentAdam, LatentLBFGSB, LatentPGD
 from robust_vae.attacks.output import OutputAttack
 from robust_vae.errors import ConfigError
@@ -24,6 +26,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "latent-lbfgsb": LatentLBFGSB,
     "latent-pgd": LatentPGD,
     "output": OutputAttack,
+    "e2e": EndToEndAttack,
+    "kos-classifier": KosClassifierAttack,
 }
 
 RECIPES_DIR = REPO_ROOT / "attacks"
@@ -93,6 +97,6 @@ def load_attack(recipe: str | Path = "thesis", **overrides: Any) -> Attack:
 
 __all__ = [
     "ATTACKS", "Attack", "AttackResult", "Problem", "RunOutput", "LatentAdam", "LatentLBFGSB",
-    "LatentPGD", "OutputAttack", "load_attack", "make_attack", "read_recipe", "recipe_names",
-    "register_attack",
+    "LatentPGD", "OutputAttack", "EndToEndAttack", "KosClassifierAttack", "load_attack",
+    "make_attack", "read_recipe", "recipe_names", "register_attack",
 ]

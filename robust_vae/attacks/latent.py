@@ -14,6 +14,7 @@ from robust_vae.attacks.base import (
     Attack, Problem, RunOutput, Sweep, per_example_normal, project_l2, project_linf,
 )
 from robust_vae.attacks.lbfgsb import lockstep_lbfgsb
+from robust_vae.attacks.torch_lbfgsb import torch_lbfgsb
 from robust_vae.attacks.objectives import (
     DIVERGENCES, code_distance, index_params, latent_divergence, squared_distortion,
 )
@@ -21,6 +22,8 @@ from robust_vae.errors import ConfigError
 
 # (points (B, C, H, W), indices of the problems (B,)) -> per-problem loss (B,)
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+SOLVERS = ("scipy", "torch")  # L-BFGS-B implementations of lbfgsb_on_images
 
 
 class BatchedAdam:
@@ -204,11 +207,23 @@ def lbfgsb_on_images(
     factr: float,
     pgtol: float,
     max_iter: int,
-    workers: int,
+    workers: int = 256,
+    solver: str = "scipy",
+    batch: int = 512,
 ) -> RunOutput:
-    """Solve min loss_fn(x) over x in [0, 1] (∩ L∞ ball) for every problem, in lock-step."""
+    """Solve min loss_fn(x) over x in [0, 1] (∩ L∞ ball) for every problem, in lock-step.
+
+    ``solver="scipy"``: one SciPy L-BFGS-B run per problem in worker threads, gradients
+    batched (:func:`lockstep_lbfgsb`, at most ``workers`` at once). ``solver="torch"``: the
+    vectorised L-BFGS-B of :mod:`robust_vae.attacks.torch_lbfgsb` (``batch`` problems at once).
+    """
+    if solver not in SOLVERS:
+        raise ConfigError(f"L-BFGS-B solver must be one of {SOLVERS}, got {solver!r}")
     sources = problem.sources
     shape, device = sources.shape[1:], sources.device
+    if solver == "torch":
+        return _torch_lbfgsb_on_images(loss_fn, problem, memory=memory, factr=factr, pgtol=pgtol,
+                                       max_iter=max_iter, batch=batch)
     flat = sources.detach().flatten(1).cpu().double().numpy()
     lower, upper = np.zeros_like(flat), np.ones_like(flat)
     if problem.epsilon is not None:
@@ -227,6 +242,26 @@ def lbfgsb_on_images(
     return RunOutput(x, torch.from_numpy(result.fun).float(), torch.from_numpy(result.nit))
 
 
+def _torch_lbfgsb_on_images(loss_fn: LossFn, problem: Problem, *, memory: int, factr: float,
+                            pgtol: float, max_iter: int, batch: int) -> RunOutput:
+    sources = problem.sources
+    shape = sources.shape[1:]
+    flat = sources.detach().flatten(1).double()
+    lower, upper = torch.zeros_like(flat), torch.ones_like(flat)
+    if problem.epsilon is not None:
+        eps = problem.epsilon.detach().to(flat).unsqueeze(1)
+        lower, upper = torch.clamp(flat - eps, min=0.0), torch.clamp(flat + eps, max=1.0)
+
+    def objective(rows: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, grad = _gradient(loss_fn, points.to(torch.float32).view(-1, *shape), rows)
+        return loss.double(), grad.flatten(1).double()
+
+    result = torch_lbfgsb(objective, flat, lower, upper, memory=memory, factr=factr, pgtol=pgtol,
+                          max_iter=max_iter, batch=batch)
+    x = result.x.to(torch.float32).view(-1, *shape)
+    return RunOutput(x, result.fun.float(), result.nit)
+
+
 @dataclass(repr=False)
 class LatentLBFGSB(Attack):
     """Tabacof et al. (protocol §5): min Δ(x_s + d, x_t) + C·‖d‖² s.t. 0 ≤ x_s + d ≤ 1.
@@ -234,7 +269,9 @@ class LatentLBFGSB(Attack):
     Δ is the squared distance between attack codes (``divergence="l2"``) or
     KL(q(z|x*) ‖ q(z|x_t)) (``"kl"``, Gaussian plus categorical). ``c`` may be a list: a
     sweep, giving K = len(c) results per example. An optional L∞ ``epsilon`` is added to the
-    box. Every example is its own SciPy L-BFGS-B run; gradients are batched (lock-step).
+    box. ``solver="scipy"``: every example is its own SciPy L-BFGS-B run, gradients batched
+    (lock-step threads); ``solver="torch"``: the vectorised L-BFGS-B of
+    :mod:`robust_vae.attacks.torch_lbfgsb`, ``batch`` problems at once.
     """
 
     name = "latent-lbfgsb"
@@ -249,9 +286,15 @@ class LatentLBFGSB(Attack):
     pgtol: float = 1e-5
     max_iter: int = 500
     workers: int = 256
+    solver: str = "scipy"
+    batch: int = 512
 
     def validate(self) -> None:
         super().validate()
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"latent-lbfgsb: solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.batch < 1:
+            raise ConfigError(f"latent-lbfgsb: batch must be >= 1, got {self.batch}")
         if self.divergence not in DIVERGENCES:
             raise ConfigError(f"latent-lbfgsb: divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
         if any(value < 0 for value in self._as_list(self.c)):
@@ -276,4 +319,5 @@ class LatentLBFGSB(Attack):
             return divergence + c[rows] * squared_distortion(x, problem.sources[rows])
 
         return lbfgsb_on_images(loss_fn, problem, memory=self.memory, factr=self.factr,
-                                pgtol=self.pgtol, max_iter=self.max_iter, workers=self.workers)
+                                pgtol=self.pgtol, max_iter=self.max_iter, workers=self.workers,
+                                solver=self.solver, batch=self.batch)

@@ -20,6 +20,13 @@ FAST: dict[str, dict[str, Any]] = {
     "output": {"steps": 20},
     "tabacof-linf": {"max_iter": 5, "c": [2.0 ** -20, 2.0 ** -4, 2.0 ** 4]},
     "tabacof": {"max_iter": 5, "c": [0.01, 1.0]},
+    "e2e-linf": {"steps": 10},
+    "e2e-l2": {"steps": 10},
+    # the latent classifier settings of test_foolbox_attacks.KOS_FAST: trained once per session
+    "kos-classifier-linf": {"steps": 10, "classifier_train_size": 5000, "classifier_epochs": 10},
+    "kos-classifier-l2": {"steps": 10, "classifier_train_size": 5000, "classifier_epochs": 10},
+    "kos-classifier-cw": {"steps": 30, "binary_search_steps": 2, "initial_const": 10.0, "cw_stepsize": 0.2,
+                          "classifier_train_size": 5000, "classifier_epochs": 10},
 }
 
 

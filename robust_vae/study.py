@@ -1,0 +1,818 @@
+"""A reproduction study as data: which runs to make, and which tables to draw from them.
+
+``robust-vae study reports/mnist/study/study.toml`` (or ``python -m robust_vae.study ...``)
+runs every missing run of the study into ``<study folder>/runs/<model>-seed<S>/<recipe>/``
+with the resumable ``robust-vae attack`` code, then writes, next to the study file:
+
+- ``marginals.{csv,tex,md}``: side-by-side per-source marginals (mean over seeds) of the
+  ``[marginals]`` models under the main recipe (the multi-run ``robust-vae report`` table);
+- ``seeds.{csv,tex,md}``: per-seed overall rates and their spread;
+- ``comparisons.{csv,tex,md}``: every ``[[comparisons]]`` entry (hierarchical bootstrap and
+  paired tests, :mod:`robust_vae.comparison`), under the main recipe over all seeds and,
+  with ``[attack_strength]``, under each other recipe at its seed;
+- ``attacks.{csv,tex,md}`` and ``attacks-comparisons.{csv,tex,md}``: each model under each
+  recipe, ranked, and every recipe against the baseline recipe;
+- ``figures/*.png`` (marginal bars with intervals per model; attacks) and ``results.md``.
+
+A run whose folder holds a finished run of the same configuration is reused; a partial one
+resumes; a model not in the zoo or a recipe not in ``attacks/`` is skipped with a message.
+Everything is rendered from the saved runs, so rerunning the command reproduces the files.
+
+The study file (TOML)::
+
+    [study]
+    dataset = "mnist"
+    per_pair = 200            # pairs sampled per cell, or "full" for every test pair
+    seed = 0                  # sampling and attack seed of every run
+    main_recipe = "thesis"
+    bootstrap = 2000          # replicates; bootstrap_seed, permutations also optional
+    [study.set]               # optional overrides applied to every recipe (like --set)
+
+    [[runs]]                  # the product models x seeds x recipes; repeatable
+    models = ["vae", "jointvae"]
+    seeds = [0, 1, 2]
+    recipes = ["thesis"]
+
+    [marginals]               # side-by-side table and per-seed table
+    models = ["vae", "jointvae"]
+    [figures]                 # marginal bars per model (default: the [marginals] models)
+    models = ["vae", "jointvae"]
+
+    [[comparisons]]           # A vs B under the main recipe, every seed of each
+    a = "jointvae"
+    b = "vae"
+
+    [attack_strength]         # optional: recipes compared on one seed of some models
+    models = ["vae", "jointvae"]
+    seed = 0
+    recipes = ["thesis", "thesis-accumulate"]
+    baseline = "thesis"
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from robust_vae.errors import ConfigError, RobustVAEError, ZooError
+
+STUDY_KEYS = {"name", "description", "dataset", "per_pair", "seed", "batch_size", "main_recipe",
+              "bootstrap", "bootstrap_seed", "permutations", "runs_dir", "set"}
+SECTIONS = {"study", "runs", "marginals", "figures", "comparisons", "attack_strength"}
+
+
+# ----------------------------------------------------------------------------- the study file
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the study: a model seed under a recipe, written to ``folder``."""
+
+    model: str
+    seed: int
+    recipe: str
+    folder: Path
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.model, self.seed, self.recipe)
+
+
+@dataclass
+class Study:
+    """A parsed study file (see the module docstring for the format)."""
+
+    path: Path
+    out_dir: Path
+    dataset: str
+    per_pair: int | None
+    seed: int
+    batch_size: int
+    main_recipe: str
+    bootstrap: int
+    bootstrap_seed: int
+    permutations: int
+    overrides: dict[str, Any]
+    runs: list[RunSpec]
+    marginal_models: list[str]
+    figure_models: list[str]
+    comparisons: list[dict[str, str]]
+    attack_strength: dict[str, Any] | None
+    name: str = "study"
+    description: str = ""
+    command: str = ""  # the command line that makes this study's files (for results.md)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.out_dir / self.raw.get("study", {}).get("runs_dir", "runs")
+
+
+def _need(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where} lacks {key!r}")
+    value = table[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _names(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a list of names, e.g. [\"vae\", \"jointvae\"]")
+    return list(value)
+
+
+def _ints(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where} must be a list of whole numbers, e.g. [0, 1, 2]")
+    return list(value)
+
+
+def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[str, Any] | None = None,
+               out_dir: str | Path | None = None) -> Study:
+    """Parse and check a study file; ``per_pair`` and ``overrides`` replace its values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path} not found: pass the path of a study .toml "
+                          "(e.g. reports/mnist/study/study.toml)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"study file {path} is not valid TOML: {error}") from None
+    unknown = sorted(set(raw) - SECTIONS)
+    if unknown:
+        raise ConfigError(f"study file {path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    head = raw.get("study", {})
+    bad = sorted(set(head) - STUDY_KEYS)
+    if bad:
+        raise ConfigError(f"study file {path}: unknown [study] key(s) {bad}; known: {sorted(STUDY_KEYS)}")
+    where = f"study file {path}"
+    file_per_pair = head.get("per_pair", 200)
+    if per_pair is None:
+        if file_per_pair == "full":
+            per_pair_value: int | None = None
+        elif isinstance(file_per_pair, int) and not isinstance(file_per_pair, bool) and file_per_pair >= 1:
+            per_pair_value = file_per_pair
+        else:
+            raise ConfigError(f"{where}: per_pair must be a whole number >= 1 or \"full\", got {file_per_pair!r}")
+    else:
+        per_pair_value = per_pair
+    numbers = {}
+    for key, default, low in (("seed", 0, 0), ("batch_size", 512, 1), ("bootstrap", 2000, 1),
+                              ("bootstrap_seed", 0, 0), ("permutations", 10_000, 1)):
+        value = head.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{where}: [study] {key} must be a whole number >= {low}, got {value!r}")
+        numbers[key] = value
+    set_values = dict(head.get("set", {}))
+    set_values.update(overrides or {})
+    out = Path(out_dir) if out_dir is not None else path.parent
+    main_recipe = head.get("main_recipe", "thesis")
+    runs_dir = out / head.get("runs_dir", "runs")
+
+    specs: dict[tuple[str, int, str], RunSpec] = {}
+    tables = raw.get("runs", [])
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"{where} needs at least one [[runs]] table (models, seeds, recipes)")
+    for i, table in enumerate(tables):
+        w = f"{where}, [[runs]] #{i + 1}"
+        extra = sorted(set(table) - {"models", "seeds", "recipes"})
+        if extra:
+            raise ConfigError(f"{w}: unknown key(s) {extra}; known: models, seeds, recipes")
+        models = _names(_need(table, "models", list, w), f"{w} models")
+        seeds = _ints(table.get("seeds", [0]), f"{w} seeds")
+        recipes = _names(table.get("recipes", [main_recipe]), f"{w} recipes")
+        for model in models:
+            for seed in seeds:
+                for recipe in recipes:
+                    specs.setdefault((model, seed, recipe),
+                                     RunSpec(model, seed, recipe, runs_dir / f"{model}-seed{seed}" / recipe))
+    marginal_models = _names(raw.get("marginals", {}).get("models", sorted({s.model for s in specs.values()})),
+                             f"{where}, [marginals] models")
+    figure_models = _names(raw.get("figures", {}).get("models", marginal_models), f"{where}, [figures] models")
+    comparisons = []
+    for i, table in enumerate(raw.get("comparisons", [])):
+        w = f"{where}, [[comparisons]] #{i + 1}"
+        a, b = _need(table, "a", str, w), _need(table, "b", str, w)
+        comparisons.append({"a": a, "b": b, "name": str(table.get("name", f"{a} vs {b}"))})
+    strength = raw.get("attack_strength")
+    if strength is not None:
+        w = f"{where}, [attack_strength]"
+        strength_seed = strength.get("seed", 0)
+        if not isinstance(strength_seed, int) or isinstance(strength_seed, bool):
+            raise ConfigError(f"{w}: seed must be a whole number, got {strength_seed!r}")
+        strength = {
+            "models": _names(_need(strength, "models", list, w), f"{w} models"),
+            "seed": strength_seed,
+            "recipes": _names(_need(strength, "recipes", list, w), f"{w} recipes"),
+            "baseline": strength.get("baseline", main_recipe),
+            "compare_models": bool(strength.get("compare_models", True)),
+        }
+    return Study(path=path, out_dir=out, dataset=str(head.get("dataset", "mnist")), per_pair=per_pair_value,
+                 main_recipe=main_recipe, overrides=set_values, runs=list(specs.values()),
+                 marginal_models=marginal_models, figure_models=figure_models, comparisons=comparisons,
+                 attack_strength=strength, name=str(head.get("name", path.parent.name)),
+                 description=str(head.get("description", "")), raw=raw, **numbers)
+
+
+# ----------------------------------------------------------------------------- run status
+@dataclass
+class RunStatus:
+    """Where one run stands: ``done``, ``partial``, ``new``, ``skipped`` or ``conflict``."""
+
+    spec: RunSpec
+    state: str
+    reason: str = ""
+    units_done: int = 0
+
+
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def expected_fingerprint(study: Study, spec: RunSpec) -> dict[str, Any]:
+    """The ``config.json`` that :func:`robust_vae.evaluation.success_matrix` writes for ``spec``.
+
+    Raises ZooError for a model seed not in the zoo and ConfigError for an unusable recipe.
+    """
+    from robust_vae.attacks import load_attack
+    from robust_vae.zoo import find_card
+
+    card = find_card(spec.model, study.dataset, spec.seed)
+    classifier = find_card("classifier", study.dataset, None)
+    attack = load_attack(spec.recipe, **study.overrides)
+    return _canonical({
+        "model": spec.model, "model_seed": spec.seed, "weights_sha256": card.data["sha256"],
+        "dataset": study.dataset, "attack": attack.name, "hyperparameters": attack.hyperparameters(),
+        "per_pair": study.per_pair, "seed": study.seed, "batch_size": study.batch_size,
+        "classifier_sha256": classifier.data["sha256"],
+    })
+
+
+def run_status(study: Study, spec: RunSpec) -> RunStatus:
+    from robust_vae.attacks import RECIPES_DIR, read_recipe
+
+    path = Path(spec.recipe) if spec.recipe.endswith(".toml") else RECIPES_DIR / f"{spec.recipe}.toml"
+    if not path.is_file():
+        return RunStatus(spec, "skipped", f"recipe {spec.recipe!r} does not exist yet (no {path.parent.name}/{path.name})")
+    try:
+        read_recipe(spec.recipe)
+    except ConfigError as error:
+        return RunStatus(spec, "skipped", f"recipe {spec.recipe!r} cannot be used yet ({error})")
+    try:
+        expected = expected_fingerprint(study, spec)
+    except ZooError:
+        return RunStatus(spec, "skipped", f"model {spec.model} seed {spec.seed} is not in the zoo yet "
+                                          f"(no models/{study.dataset}/{spec.model}-seed{spec.seed}.json)")
+    config = spec.folder / "config.json"
+    if not config.is_file():
+        return RunStatus(spec, "new")
+    try:
+        found = json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        return RunStatus(spec, "conflict", f"{config} cannot be read ({error})")
+    if found != expected:
+        differs = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        return RunStatus(spec, "conflict", f"{spec.folder} holds a run with a different configuration "
+                                           f"(differs in: {', '.join(differs)})")
+    units = len(list((spec.folder / "progress").glob("unit-[0-9][0-9][0-9][0-9][0-9].npz")))
+    if (spec.folder / "cells.csv").is_file() and (spec.folder / "run.json").is_file():
+        return RunStatus(spec, "done", units_done=units)
+    return RunStatus(spec, "partial", f"{units} unit(s) saved", units_done=units)
+
+
+def study_status(study: Study) -> list[RunStatus]:
+    return [run_status(study, spec) for spec in study.runs]
+
+
+def format_status(statuses: Sequence[RunStatus], root: Path | None = None) -> str:
+    lines = [f"{'model':<12}{'seed':>5}  {'recipe':<20}{'state':<10}detail"]
+    for st in statuses:
+        folder = st.spec.folder
+        if root is not None:
+            with contextlib.suppress(ValueError):
+                folder = folder.relative_to(root)
+        detail = st.reason or str(folder)
+        lines.append(f"{st.spec.model:<12}{st.spec.seed:>5}  {st.spec.recipe:<20}{st.state:<10}{detail}")
+    counts = {s: sum(st.state == s for st in statuses) for s in ("done", "partial", "new", "skipped", "conflict")}
+    lines.append(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no runs")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- running
+@contextlib.contextmanager
+def _argv(argv: list[str]) -> Iterator[None]:
+    """Make ``sys.argv`` the equivalent ``robust-vae attack`` command while a run is made, so
+    that its run.json records the command that reproduces it on its own."""
+    saved = sys.argv
+    sys.argv = ["robust-vae", *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def attack_argv(study: Study, spec: RunSpec, device: str = "cpu", data_dir: str | None = None,
+                threads: int | None = None) -> list[str]:
+    """The ``robust-vae attack`` arguments that make ``spec``'s run."""
+    argv = ["attack", "--model", spec.model, "--dataset", study.dataset, "--seed-model", str(spec.seed),
+            "--attack", spec.recipe, "--seed", str(study.seed), "--batch-size", str(study.batch_size),
+            "--out", str(spec.folder), "--device", device]
+    argv += ["--full"] if study.per_pair is None else ["--per-pair", str(study.per_pair)]
+    for key, value in study.overrides.items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
+    if data_dir:
+        argv += ["--data-dir", str(data_dir)]
+    if threads:
+        argv += ["--threads", str(threads)]
+    return argv
+
+
+def run_missing(study: Study, statuses: Sequence[RunStatus], device: str = "cpu",
+                data_dir: str | None = None, threads: int | None = None,
+                log: Any = print) -> list[RunSpec]:
+    """Make every ``new`` or ``partial`` run (resuming partial ones); returns those made."""
+    from robust_vae.cli import build_parser, cmd_attack
+
+    todo = [st for st in statuses if st.state in ("new", "partial")]
+    made = []
+    for i, st in enumerate(todo, 1):
+        argv = attack_argv(study, st.spec, device, data_dir, threads)
+        verb = "resuming" if st.state == "partial" else "running"
+        log(f"[{i}/{len(todo)}] {verb} {st.spec.model} seed {st.spec.seed} / {st.spec.recipe}: "
+            f"robust-vae {' '.join(argv)}")
+        args = build_parser().parse_args(argv)
+        with _argv(argv):
+            cmd_attack(args)
+        made.append(st.spec)
+    return made
+
+
+# ----------------------------------------------------------------------------- reporting
+def _groups(study: Study, done: dict[tuple[str, int, str], RunSpec]) -> dict[tuple[str, str], Any]:
+    """(model, recipe) -> comparison.Group over every finished seed, seeds ascending."""
+    from robust_vae.comparison import Group, RunCounts
+
+    keys = sorted({(m, r) for m, _, r in done})
+    groups = {}
+    for model, recipe in keys:
+        seeds = sorted(s for m, s, r in done if (m, r) == (model, recipe))
+        runs = tuple(RunCounts.load(done[(model, s, recipe)].folder) for s in seeds)
+        groups[(model, recipe)] = Group(model if recipe == study.main_recipe else f"{model} / {recipe}", runs)
+    return groups
+
+
+def _seed_group(group: Any, seed: int) -> Any:
+    from robust_vae.comparison import Group
+
+    runs = tuple(r for r in group.runs if r.metadata.get("model_seed") == seed)
+    return Group(group.label, runs) if runs else None
+
+
+def _write(out: Path, name: str, text: str) -> Path:
+    path = out / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _seeds_label(group: Any) -> str:
+    k = len(group.runs)
+    return f"{group.label} ({k} seed{'s' if k != 1 else ''})"
+
+
+def report(study: Study, statuses: Sequence[RunStatus], log: Any = print) -> dict[str, Any]:
+    """Write every table, figure and ``results.md`` from the finished runs; returns the parts."""
+    import numpy as np
+    import pandas as pd
+
+    from robust_vae.comparison import (compare_groups, comparisons_markdown, group_marginals,
+                                       save_comparisons)
+    from robust_vae.reporting import (RATE_LABELS, RATES, _latex_escape, _markdown_table,
+                                      marginals_csv_frame, marginals_latex, marginals_markdown,
+                                      plot_marginal_bars)
+
+    out = study.out_dir
+    done = {st.spec.key: st.spec for st in statuses if st.state == "done"}
+    groups = _groups(study, done)
+    main = {m: g for (m, r), g in groups.items() if r == study.main_recipe}
+    parts: dict[str, Any] = {"written": []}
+    seed = study.bootstrap_seed
+
+    def note(path: Path) -> None:
+        parts["written"].append(path)
+
+    # ---- marginals of the main recipe, mean over seeds, with intervals
+    intervals: dict[str, pd.DataFrame] = {}
+    for model in dict.fromkeys(study.marginal_models + study.figure_models):
+        if model in main:
+            intervals[model] = group_marginals(main[model], study.bootstrap, seed)
+    by_model = {_seeds_label(main[m]): intervals[m] for m in study.marginal_models if m in main}
+    if by_model:
+        marginals_csv_frame(by_model).to_csv(out / "marginals.csv", index=False)
+        note(out / "marginals.tex")
+        _write(out, "marginals.tex", marginals_latex(
+            by_model, caption=f"Marginal attack success per source digit ({_latex_escape(study.main_recipe)} "
+            "attack), mean over model seeds.", label="tab:study-marginals"))
+        parts["marginals_md"] = marginals_markdown(by_model)
+        note(_write(out, "marginals.md", parts["marginals_md"] + "\n"))
+        note(out / "marginals.csv")
+        rows = []
+        for model, frame in intervals.items():
+            for rec in frame.to_dict("records"):
+                rows.append({"model": model, "seeds": len(main[model].runs), **rec})
+        pd.DataFrame(rows).to_csv(out / "marginals-intervals.csv", index=False, float_format="%.6f")
+        note(out / "marginals-intervals.csv")
+
+    # ---- figures: marginal bars with intervals per model
+    figure_models = {_seeds_label(main[m]): intervals[m] for m in study.figure_models if m in main}
+    parts["figures"] = []
+    if figure_models:
+        for rate in RATES:
+            path = out / "figures" / f"marginals-{rate.replace('_', '-')}.png"
+            bounds = {label: frame.loc[frame["kind"] == "source", ["cls", f"{rate}_lo", f"{rate}_hi"]]
+                      .rename(columns={f"{rate}_lo": "lo", f"{rate}_hi": "hi"})
+                      for label, frame in figure_models.items()}
+            plot_marginal_bars(figure_models, path, metric=rate, intervals=bounds,
+                               title=f"{RATE_LABELS[rate]} per source, {study.main_recipe} attack "
+                                     "(mean over seeds, bootstrap 95% CI)")
+            parts["figures"].append(path)
+            note(path)
+
+    # ---- per-seed variation
+    seed_rows = []
+    for model in dict.fromkeys(study.marginal_models + study.figure_models):
+        if model not in main:
+            continue
+        for run in main[model].runs:
+            rates = run.rates()
+            seed_rows.append({"model": model, "seed": run.metadata.get("model_seed"),
+                              "kept": int(run.n.sum()),
+                              **{rate: float(np.nanmean(rates[rate])) for rate in RATES}})
+    if seed_rows:
+        seeds_frame = pd.DataFrame(seed_rows)
+        (seeds_frame.assign(**{r: 100 * seeds_frame[r] for r in RATES})
+         .rename(columns={r: f"{r}_pct" for r in RATES})
+         .to_csv(out / "seeds.csv", index=False, float_format="%.4f"))
+        note(out / "seeds.csv")
+        parts["seeds_md"] = _seeds_markdown(seeds_frame, _markdown_table, RATE_LABELS, RATES)
+        note(_write(out, "seeds.md", parts["seeds_md"] + "\n"))
+        note(_write(out, "seeds.tex", _seeds_latex(seeds_frame, RATE_LABELS, RATES, _latex_escape)))
+
+    # ---- model comparisons
+    comps = []
+    for c in study.comparisons:
+        a, b = main.get(c["a"]), main.get(c["b"])
+        if a is None or b is None:
+            missing = [m for m, g in ((c["a"], a), (c["b"], b)) if g is None]
+            log(f"comparison {c['name']}: skipped, no finished {study.main_recipe} run of {', '.join(missing)}")
+            continue
+        comps.append(compare_groups(a, b, study.bootstrap, seed, study.permutations,
+                                    name=f"{c['name']} ({study.main_recipe}, seeds "
+                                         f"{'/'.join(map(str, a.seeds))} vs {'/'.join(map(str, b.seeds))})"))
+    strength = study.attack_strength
+    if strength and strength["compare_models"]:
+        for recipe in strength["recipes"]:
+            if recipe == study.main_recipe:
+                continue
+            for c in study.comparisons:
+                ga, gb = groups.get((c["a"], recipe)), groups.get((c["b"], recipe))
+                ga = ga and _seed_group(ga, strength["seed"])
+                gb = gb and _seed_group(gb, strength["seed"])
+                if ga is None or gb is None:
+                    continue
+                comps.append(compare_groups(ga, gb, study.bootstrap, seed, study.permutations,
+                                            name=f"{c['name']} ({recipe}, seed {strength['seed']})"))
+    parts["comparisons"] = comps
+    if comps:
+        for path in save_comparisons(comps, out, stem="comparisons", label="tab:study-comparisons"):
+            note(path)
+        parts["comparisons_md"] = comparisons_markdown(comps)
+
+    # ---- attack strength
+    if strength:
+        table_rows, recipe_comps = [], []
+        for model in strength["models"]:
+            base = groups.get((model, strength["baseline"]))
+            base = base and _seed_group(base, strength["seed"])
+            for recipe in strength["recipes"]:
+                group = groups.get((model, recipe))
+                group = group and _seed_group(group, strength["seed"])
+                if group is None:
+                    continue
+                overall = group_marginals(group, study.bootstrap, seed)
+                overall = overall[overall["kind"] == "overall"].iloc[0]
+                table_rows.append({"model": model, "recipe": recipe, "seed": strength["seed"],
+                                   **{k: float(overall[k]) for k in overall.index if k.startswith("as_")}})
+                if recipe != strength["baseline"] and base is not None:
+                    recipe_comps.append(compare_groups(group, base, study.bootstrap, seed, study.permutations,
+                                                       name=f"{model}: {recipe} vs {strength['baseline']} "
+                                                            f"(seed {strength['seed']})"))
+        if table_rows:
+            attacks = pd.DataFrame(table_rows)
+            attacks["rank_as_target"] = attacks.groupby("model")["as_target"].rank(ascending=False, method="min").astype(int)
+            pct = {c: 100 * attacks[c] for c in attacks.columns if c.startswith("as_")}
+            (attacks.assign(**pct).rename(columns={c: f"{c}_pct" for c in pct})
+             .to_csv(out / "attacks.csv", index=False, float_format="%.4f"))
+            note(out / "attacks.csv")
+            parts["attacks_md"] = _attacks_markdown(attacks, _markdown_table)
+            parts["ordering"] = attack_ordering(attacks)
+            note(_write(out, "attacks.md", parts["attacks_md"] + "\n\n" + parts["ordering"] + "\n"))
+            note(_write(out, "attacks.tex", _attacks_latex(attacks, _latex_escape)))
+            path = out / "figures" / "attacks.png"
+            plot_attack_strength(attacks, path, title=f"Overall success per attack (model seed {strength['seed']}, "
+                                                      "bootstrap 95% CI over examples)")
+            parts["figures"].append(path)
+            note(path)
+        parts["attack_comparisons"] = recipe_comps
+        if recipe_comps:
+            for path in save_comparisons(recipe_comps, out, stem="attacks-comparisons",
+                                         label="tab:study-attacks-comparisons"):
+                note(path)
+            parts["attack_comparisons_md"] = comparisons_markdown(recipe_comps)
+
+    results = results_markdown(study, statuses, parts)
+    note(_write(out, "results.md", results))
+    parts["results_md"] = results
+    return parts
+
+
+def _seeds_markdown(frame: Any, table: Any, labels: dict[str, str], rates: Sequence[str]) -> str:
+    import numpy as np
+
+    seeds = sorted({int(s) for s in frame["seed"]})
+    header = ["model", "rate", *(f"seed {s}" for s in seeds), "mean", "SD", "min – max"]
+    rows = []
+    for model, part in frame.groupby("model", sort=False):
+        for rate in rates:
+            values = {int(s): v for s, v in zip(part["seed"], part[rate])}
+            v = np.array(list(values.values()), float)
+            sd = f"{100 * v.std(ddof=1):.2f}" if len(v) > 1 else "n/a"
+            rows.append([model, labels[rate], *(f"{100 * values[s]:.2f}%" if s in values else "–" for s in seeds),
+                         f"{100 * v.mean():.2f}%", sd, f"{100 * v.min():.2f} – {100 * v.max():.2f}"])
+    return table(header, rows, align="ll" + "r" * (len(header) - 2)) + (
+        "\n\nOverall rates per model seed (unweighted mean over cells); SD across seeds in percentage points.")
+
+
+def _seeds_latex(frame: Any, labels: dict[str, str], rates: Sequence[str], escape: Any) -> str:
+    import numpy as np
+
+    seeds = sorted({int(s) for s in frame["seed"]})
+    lines = ["% requires \\usepackage{booktabs}", "\\begin{table}[htbp]", "\\centering",
+             f"\\begin{{tabular}}{{ll{'r' * (len(seeds) + 2)}}}", "\\toprule",
+             "Model & Rate & " + " & ".join(f"Seed {s}" for s in seeds) + " & Mean & SD \\\\", "\\midrule"]
+    for model, part in frame.groupby("model", sort=False):
+        for rate in rates:
+            values = {int(s): v for s, v in zip(part["seed"], part[rate])}
+            v = np.array(list(values.values()), float)
+            cells = [f"{100 * values[s]:.2f}\\%" if s in values else "--" for s in seeds]
+            sd = f"{100 * v.std(ddof=1):.2f}" if len(v) > 1 else "n/a"
+            lines.append(f"{escape(model)} & {labels[rate]} & " + " & ".join(cells)
+                         + f" & {100 * v.mean():.2f}\\% & {sd} \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}",
+              "\\caption{Overall attack success per model seed (SD in percentage points).}",
+              "\\label{tab:study-seeds}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _ci(frame_row: Any, rate: str) -> str:
+    return (f"{100 * frame_row[rate]:.2f}% [{100 * frame_row[rate + '_lo']:.2f}, "
+            f"{100 * frame_row[rate + '_hi']:.2f}]")
+
+
+def _attacks_markdown(attacks: Any, table: Any) -> str:
+    header = ["model", "recipe", "seed", "AS target (95% CI)", "AS ignore-target (95% CI)", "rank (AS target)"]
+    rows = [[r["model"], r["recipe"], str(r["seed"]), _ci(r, "as_target"), _ci(r, "as_ignore_target"),
+             str(r["rank_as_target"])] for r in attacks.to_dict("records")]
+    return table(header, rows, align="llrrrr")
+
+
+def _attacks_latex(attacks: Any, escape: Any) -> str:
+    lines = ["% requires \\usepackage{booktabs}", "\\begin{table}[htbp]", "\\centering",
+             "\\begin{tabular}{llrr}", "\\toprule", "Model & Attack & AS target (\\%) & AS ignore-target (\\%) \\\\",
+             "\\midrule"]
+    for r in attacks.to_dict("records"):
+        cells = [f"{100 * r[k]:.2f} [{100 * r[k + '_lo']:.2f}, {100 * r[k + '_hi']:.2f}]"
+                 for k in ("as_target", "as_ignore_target")]
+        lines.append(f"{escape(r['model'])} & {escape(r['recipe'])} & " + " & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}",
+              "\\caption{Overall attack success per attack (bootstrap 95\\% intervals over examples).}",
+              "\\label{tab:study-attacks}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _chain(names: Any, values: Any) -> str:
+    """``a (12.00%) > b (10.00%) = c (10.00%)`` from names sorted by descending value."""
+    text, previous = "", None
+    for name, value in zip(names, values):
+        shown = f"{100 * value:.2f}"
+        if previous is not None:
+            text += " = " if shown == previous else " > "
+        text += f"{name} ({shown}%)"
+        previous = shown
+    return text
+
+
+def attack_ordering(attacks: Any) -> str:
+    """Plain-text ordering of the recipes per model (by AS target) and of the models per recipe."""
+    lines = ["Ordering by mean AS target (strongest attack / least robust model first):", ""]
+    for model, part in attacks.groupby("model", sort=False):
+        ranked = part.sort_values("as_target", ascending=False, kind="stable")
+        lines.append(f"- {model}: " + _chain(ranked["recipe"], ranked["as_target"]))
+    for recipe, part in attacks.groupby("recipe", sort=False):
+        ranked = part.sort_values("as_target", ascending=False, kind="stable")
+        lines.append(f"- under {recipe}: " + _chain(ranked["model"], ranked["as_target"]))
+    return "\n".join(lines)
+
+
+def plot_attack_strength(attacks: Any, path: Path, title: str = "") -> None:
+    """Grouped bars: overall AS target and AS ignore-target per model, one bar per recipe,
+    with the bootstrap interval as error bars."""
+    import numpy as np
+
+    from robust_vae.reporting import RATE_LABELS, RATES, _new_figure, _save
+
+    models = list(dict.fromkeys(attacks["model"]))
+    recipes = list(dict.fromkeys(attacks["recipe"]))
+    fig = _new_figure(max(7.0, 1.2 * len(models) * len(recipes) * 0.6 + 2), 4.0)
+    axes = fig.subplots(1, 2)
+    width = 0.8 / max(1, len(recipes))
+    x = np.arange(len(models))
+    for ax, rate in zip(axes, RATES):
+        for i, recipe in enumerate(recipes):
+            part = attacks[attacks["recipe"] == recipe].set_index("model").reindex(models)
+            h = 100 * part[rate].to_numpy(float)
+            err = np.vstack([h - 100 * part[f"{rate}_lo"].to_numpy(float), 100 * part[f"{rate}_hi"].to_numpy(float) - h])
+            ax.bar(x + (i - (len(recipes) - 1) / 2) * width, np.nan_to_num(h), width, label=recipe,
+                   yerr=np.nan_to_num(np.clip(err, 0, None)), capsize=2)
+        ax.set_xticks(x, models)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel(f"{RATE_LABELS[rate]} (%)")
+        ax.set_title(RATE_LABELS[rate])
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[str, Any]) -> str:
+    """``results.md``: the setup, every run's state, and every table of the study."""
+    from robust_vae.attacks import read_recipe
+
+    command = study.command or f"robust-vae study {study.path}"
+    size = "every test pair (full test set)" if study.per_pair is None else (
+        f"{study.per_pair} (source, target) test pairs sampled per cell before the clean-reconstruction filter")
+    lines = [f"# {study.name}: results", "",
+             f"Generated by `{command}` from the run folders under `{_rel(study.runs_dir, study.out_dir)}/`; "
+             "do not edit by hand: rerun the command to regenerate this file.", ""]
+    if study.description:
+        lines += [study.description, ""]
+    lines += ["## Setup", "",
+              f"- dataset: {study.dataset}; pairs per cell: {size}; sampling and attack seed: {study.seed}",
+              f"- main recipe: `{study.main_recipe}`; recipe overrides: "
+              f"{json.dumps(study.overrides) if study.overrides else 'none'}",
+              f"- intervals: hierarchical bootstrap ({study.bootstrap} replicates, seed {study.bootstrap_seed}): "
+              "model seeds resampled, then examples within each cell; percentile 95 %",
+              f"- paired tests over the 90 cells: Wilcoxon signed-rank and sign-flip permutation "
+              f"({study.permutations} flips)", ""]
+    recipes = sorted({st.spec.recipe for st in statuses if st.state != "skipped"})
+    for name in recipes:
+        with contextlib.suppress(RobustVAEError):
+            lines.append(f"- `{name}`: {read_recipe(name).get('description', '')}")
+    lines += ["", "## Runs", ""]
+    rows = []
+    for st in statuses:
+        kept = ""
+        if st.state == "done":
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                kept = str(json.loads((st.spec.folder / "run.json").read_text()).get("examples_attacked", ""))
+        rows.append([st.spec.model, str(st.spec.seed), st.spec.recipe, st.state, kept,
+                     st.reason or f"`{_rel(st.spec.folder, study.out_dir)}`"])
+    from robust_vae.reporting import _markdown_table
+
+    lines.append(_markdown_table(["model", "seed", "recipe", "state", "attacked examples", "folder / note"],
+                                 rows, align="lrllrl"))
+    sections = [
+        ("Marginals per source digit (main recipe, mean over seeds)", "marginals_md"),
+        ("Per-seed variation", "seeds_md"),
+        ("Comparisons between models", "comparisons_md"),
+        ("Attack strength", "attacks_md"),
+        (None, "ordering"),
+        ("Attacks against the baseline recipe", "attack_comparisons_md"),
+    ]
+    for title, key in sections:
+        if parts.get(key):
+            lines += (["", f"## {title}"] if title else []) + ["", parts[key].rstrip()]
+    if parts.get("figures"):
+        lines += ["", "## Figures", ""]
+        lines += [f"![{p.stem}]({_rel(p, study.out_dir)})" for p in parts["figures"]]
+    return "\n".join(line for line in lines) + "\n"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def readme_draft(study: Study, parts: dict[str, Any]) -> str:
+    """A draft of the study README: one sentence per comparison with its interval and tests.
+
+    The draft states only what the numbers say (direction when the interval excludes 0);
+    the author edits it into README.md.
+    """
+    from robust_vae.comparison import format_p
+    from robust_vae.reporting import RATE_LABELS
+
+    lines = [f"# {study.name}", "", "<!-- draft written by `robust-vae study --draft-readme`; edit before committing "
+             "as README.md -->", "",
+             f"Every number below comes from `{study.command or f'robust-vae study {study.path}'}` "
+             "(see results.md).", "",
+             "## Answers", ""]
+    for c in parts.get("comparisons", []) + parts.get("attack_comparisons", []):
+        for m in c.metrics:
+            diff = f"{100 * m.difference:+.2f} pp (95 % CI {100 * m.lo:+.2f} to {100 * m.hi:+.2f})"
+            if m.lo > 0:
+                verdict = f"{c.label_a} is attacked more successfully than {c.label_b}"
+            elif m.hi < 0:
+                verdict = f"{c.label_a} is attacked less successfully than {c.label_b}"
+            else:
+                verdict = "no difference is resolved (the interval contains 0)"
+            lines.append(f"- {c.name}, {RATE_LABELS[m.metric]}: {diff}; Wilcoxon p = {format_p(m.wilcoxon_p)}, "
+                         f"{m.a_higher}/{m.cells} cells higher in A: {verdict}.")
+            lines += [f"  - note: {w}" for w in c.warnings if "DIFFERENT ATTACK SETUPS" in w]
+    lines += ["", "## Versus the thesis", "", "TODO: compare with the thesis's Tables 5.1–5.3 and its finding "
+              "(JointVAE less robust than VAE; weight decay slightly more robust).", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``robust-vae study`` options (also used by ``python -m robust_vae.study``)."""
+    from robust_vae.cli import _positive_int
+
+    parser.add_argument("study", type=Path, metavar="STUDY_TOML", help="the study file, e.g. reports/mnist/study/study.toml")
+    parser.add_argument("--per-pair", type=_positive_int, default=None,
+                        help="pairs per cell for every run, replacing the study file's per_pair")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value of every recipe, e.g. --set steps=200 (repeatable)")
+    parser.add_argument("--out", type=Path, default=None, help="study folder (default: the study file's folder)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; run nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the tables from the finished runs without making the missing ones")
+    parser.add_argument("--draft-readme", action="store_true",
+                        help="also write README.draft.md: one sentence per comparison, to edit into README.md")
+
+
+def main_study(args: argparse.Namespace) -> int:
+    from robust_vae.cli import _parse_overrides
+
+    study = read_study(args.study, per_pair=args.per_pair, overrides=_parse_overrides(args.set), out_dir=args.out)
+    study.command = " ".join(["robust-vae study", str(args.study)]
+                             + ([f"--per-pair {args.per_pair}"] if args.per_pair else [])
+                             + [f"--set {item}" for item in args.set]
+                             + ([f"--out {args.out}"] if args.out else []))
+    statuses = study_status(study)
+    conflicts = [st for st in statuses if st.state == "conflict"]
+    if conflicts and not args.dry_run:
+        raise ConfigError(f"{conflicts[0].reason}: nothing was run; delete that folder or run the study with "
+                          "the configuration it was made with (see --dry-run)")
+    print(f"study {study.path}: {len(study.runs)} runs, "
+          f"{'full test set' if study.per_pair is None else f'per_pair {study.per_pair}'}")
+    print(format_status(statuses, study.out_dir))
+    if args.dry_run:
+        return 0
+    if not args.report_only:
+        made = run_missing(study, statuses, device=getattr(args, "device", "cpu"),
+                           data_dir=getattr(args, "data_dir", None), threads=getattr(args, "threads", None))
+        if made:
+            statuses = study_status(study)
+        else:
+            print("every available run is already done: nothing to run")
+    parts = report(study, statuses)
+    if args.draft_readme:
+        parts["written"].append(_write(study.out_dir, "README.draft.md", readme_draft(study, parts)))
+    skipped = [st for st in statuses if st.state == "skipped"]
+    for st in skipped:
+        print(f"skipped {st.spec.model} seed {st.spec.seed} / {st.spec.recipe}: {st.reason}")
+    print()
+    print(parts["results_md"])
+    print("wrote " + ", ".join(_rel(p, study.out_dir) for p in parts["written"]) + f" in {study.out_dir}/")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m robust_vae.study STUDY_TOML ...``: the same as ``robust-vae study``."""
+    from robust_vae.cli import main as cli_main
+
+    return cli_main(["study", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
