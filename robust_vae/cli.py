@@ -299,6 +299,18 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- parser
+def _add_sampling_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
+    """The class-pair sample and recipe options shared by ``attack`` and ``classifier-robustness``."""
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--per-pair", type=_positive_int, default=DEFAULT_PER_PAIR,
+                      help=f"pairs sampled per cell (default: {DEFAULT_PER_PAIR}, minutes on a 2-core CPU)")
+    size.add_argument("--full", action="store_true", help="every test pair (86,908 for MNIST)")
+    p.add_argument("--seed", type=int, default=0, help="sampling and attack seed (default: 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override one recipe value, e.g. --set {set_example} (repeatable)")
+    p.add_argument("--batch-size", type=_positive_int, default=512, help="examples attacked at once")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="robust-vae",
@@ -359,14 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="zoo name: vae, vae-wd, jointvae, betavae, ...")
     p.add_argument("--seed-model", type=int, default=0, help="which shipped seed of the model (default: 0)")
     p.add_argument("--attack", default="thesis", help="recipe name in attacks/ or a .toml path (default: thesis)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--per-pair", type=_positive_int, default=DEFAULT_PER_PAIR,
-                      help=f"pairs sampled per cell (default: {DEFAULT_PER_PAIR}, minutes on a 2-core CPU)")
-    size.add_argument("--full", action="store_true", help="every test pair (86,908 for MNIST)")
-    p.add_argument("--seed", type=int, default=0, help="sampling and attack seed (default: 0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one recipe value, e.g. --set steps=200 (repeatable)")
-    p.add_argument("--batch-size", type=_positive_int, default=512, help="examples attacked at once")
+    _add_sampling_arguments(p, set_example="steps=200")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: reports/<dataset>/<model>/<recipe>/)")
     p.add_argument("--label", default=None, help="name of the model in tables (default: the model name)")

@@ -26,7 +26,7 @@ def _budget(text: str) -> float:
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand on the ``robust-vae`` subparsers ``sub``."""
-    from robust_vae.cli import DEFAULT_PER_PAIR, _add_common, _positive_int
+    from robust_vae.cli import _add_common, _add_sampling_arguments
 
     p = sub.add_parser(
         "classifier-robustness",
@@ -41,14 +41,7 @@ def add_parser(sub: Any) -> None:
                    help="an e2e recipe in attacks/ or a .toml path (default: e2e-linf)")
     p.add_argument("--eps", type=_budget, nargs="+", default=None, metavar="EPS",
                    help="one or more budgets (default: the recipe's epsilon, 0.1 for e2e-linf)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--per-pair", type=_positive_int, default=DEFAULT_PER_PAIR,
-                      help=f"pairs sampled per cell (default: {DEFAULT_PER_PAIR})")
-    size.add_argument("--full", action="store_true", help="every test pair")
-    p.add_argument("--seed", type=int, default=0, help="sampling and attack seed (default: 0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one recipe value, e.g. --set steps=50 (repeatable)")
-    p.add_argument("--batch-size", type=_positive_int, default=512, help="examples attacked at once")
+    _add_sampling_arguments(p, set_example="steps=50")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: reports/<dataset>/classifier/<recipe>/)")
     p.add_argument("--restart", action="store_true",
