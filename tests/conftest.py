@@ -7,7 +7,10 @@ that says where the files were looked for and how to point the tests at them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,31 @@ def small_vae(small_zoo: Path):
 
     card = read_card(small_zoo / "mnist" / "vae-seed0.json")
     return load_state(card, get_family("vae")(get_family("vae").config_class.from_dict(card.data["config"])))
+
+
+def kill_when(command: list[str], env: dict[str, str], ready: Callable[[], object], what: str,
+              poll: float = 0.02, timeout: float = 240.0) -> subprocess.Popen:
+    """Start ``command`` in its own session, SIGKILL its process group as soon as ``ready()``
+    is true, and return the reaped process. Fails if the command ends first, or if ``what``
+    (the awaited thing, for the message) does not appear within ``timeout`` seconds."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, f"no {what} appeared"
+            time.sleep(poll)
+        assert process.poll() is None, "the run finished before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    return process
+
+
+@pytest.fixture(scope="session")
+def kill_process_when() -> Callable[..., subprocess.Popen]:
+    """:func:`kill_when`, for the kill-and-resume tests."""
+    return kill_when

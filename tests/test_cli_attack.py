@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -145,22 +144,12 @@ def finished_units(run: Path) -> dict[str, int]:
             if re.fullmatch(r"unit-\d{5}\.npz", p.name)}
 
 
-def test_killed_attack_resumes_to_the_same_cells(env: dict[str, str], straight_run: Path, tmp_path: Path) -> None:
+def test_killed_attack_resumes_to_the_same_cells(env: dict[str, str], straight_run: Path, tmp_path: Path,
+                                                 kill_process_when) -> None:  # type: ignore[no-untyped-def]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*COMMAND, *RESUME_ARGS, "--out", str(killed)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (killed / "progress").is_dir() or not finished_units(killed):
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "no progress unit appeared"
-            time.sleep(0.02)
-        assert process.poll() is None, "the run finished before it could be killed"
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+    process = kill_process_when([*COMMAND, *RESUME_ARGS, "--out", str(killed)], env,
+                                lambda: (killed / "progress").is_dir() and finished_units(killed),
+                                "progress unit")
     assert process.returncode == -signal.SIGKILL
     assert not (killed / "cells.csv").exists()
     done_at_kill = finished_units(killed)

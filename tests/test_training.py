@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -116,26 +115,13 @@ def _checkpoints(cache: Path) -> list[Path]:
     return sorted((cache / "checkpoints" / "mnist").glob("vae-seed0-*/checkpoint.pt"))
 
 
-def test_killed_cli_training_resumes(small_zoo: Path, tmp_path: Path) -> None:
+def test_killed_cli_training_resumes(small_zoo: Path, tmp_path: Path, kill_process_when) -> None:  # type: ignore[no-untyped-def]
     cache, out = tmp_path / "cache", tmp_path / "out"
     env = dict(os.environ, ROBUST_VAE_MODELS=str(small_zoo), ROBUST_VAE_CACHE=str(cache),
                OMP_NUM_THREADS="1")
     command = [*COMMAND, "train", "--model", "vae", "--steps", str(CLI_STEPS),
                "--checkpoint-every", str(CLI_EVERY), "--out", str(out)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not _checkpoints(cache):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.05)
-        assert process.poll() is None, "the run finished before it could be killed"
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+    process = kill_process_when(command, env, lambda: _checkpoints(cache), "checkpoint", poll=0.05)
     assert process.returncode == -signal.SIGKILL
     assert not (out / "vae-seed0.json").exists()
     killed_at = torch.load(_checkpoints(cache)[0], weights_only=True)["step"]
