@@ -32,6 +32,7 @@ The study file (TOML)::
     models = ["vae", "jointvae"]
     seeds = [0, 1, 2]
     recipes = ["thesis"]
+    per_pair = 5              # optional: this table's pairs per cell (expensive recipes)
 
     [marginals]               # side-by-side table and per-seed table
     models = ["vae", "jointvae"]
@@ -76,6 +77,7 @@ class RunSpec:
     seed: int
     recipe: str
     folder: Path
+    per_pair: int | None = None   # pairs sampled per cell; None: every test pair
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -133,6 +135,15 @@ def _ints(value: Any, where: str) -> list[int]:
     return list(value)
 
 
+def _per_pair(value: Any, where: str) -> int | None:
+    """A study file's per_pair: a whole number >= 1, or "full" (None: every test pair)."""
+    if value == "full":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(f"{where}: per_pair must be a whole number >= 1 or \"full\", got {value!r}")
+
+
 def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[str, Any] | None = None,
                out_dir: str | Path | None = None) -> Study:
     """Parse and check a study file; ``per_pair`` and ``overrides`` replace its values."""
@@ -152,16 +163,7 @@ def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[st
     if bad:
         raise ConfigError(f"study file {path}: unknown [study] key(s) {bad}; known: {sorted(STUDY_KEYS)}")
     where = f"study file {path}"
-    file_per_pair = head.get("per_pair", 200)
-    if per_pair is None:
-        if file_per_pair == "full":
-            per_pair_value: int | None = None
-        elif isinstance(file_per_pair, int) and not isinstance(file_per_pair, bool) and file_per_pair >= 1:
-            per_pair_value = file_per_pair
-        else:
-            raise ConfigError(f"{where}: per_pair must be a whole number >= 1 or \"full\", got {file_per_pair!r}")
-    else:
-        per_pair_value = per_pair
+    per_pair_value = _per_pair(head.get("per_pair", 200), where) if per_pair is None else per_pair
     numbers = {}
     for key, default, low in (("seed", 0, 0), ("batch_size", 512, 1), ("bootstrap", 2000, 1),
                               ("bootstrap_seed", 0, 0), ("permutations", 10_000, 1)):
@@ -181,17 +183,22 @@ def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[st
         raise ConfigError(f"{where} needs at least one [[runs]] table (models, seeds, recipes)")
     for i, table in enumerate(tables):
         w = f"{where}, [[runs]] #{i + 1}"
-        extra = sorted(set(table) - {"models", "seeds", "recipes"})
+        extra = sorted(set(table) - {"models", "seeds", "recipes", "per_pair"})
         if extra:
-            raise ConfigError(f"{w}: unknown key(s) {extra}; known: models, seeds, recipes")
+            raise ConfigError(f"{w}: unknown key(s) {extra}; known: models, seeds, recipes, per_pair")
         models = _names(_need(table, "models", list, w), f"{w} models")
         seeds = _ints(table.get("seeds", [0]), f"{w} seeds")
         recipes = _names(table.get("recipes", [main_recipe]), f"{w} recipes")
+        # --per-pair replaces every table's value; otherwise a table may set its own
+        table_per_pair = per_pair_value if per_pair is not None or "per_pair" not in table else \
+            _per_pair(table["per_pair"], w)
         for model in models:
             for seed in seeds:
                 for recipe in recipes:
-                    specs.setdefault((model, seed, recipe),
-                                     RunSpec(model, seed, recipe, runs_dir / f"{model}-seed{seed}" / recipe))
+                    spec = RunSpec(model, seed, recipe, runs_dir / f"{model}-seed{seed}" / recipe, table_per_pair)
+                    if specs.setdefault(spec.key, spec).per_pair != table_per_pair:
+                        raise ConfigError(f"{w}: {model} seed {seed} / {recipe} is already in an earlier "
+                                          "[[runs]] table with another per_pair")
     marginal_models = _names(raw.get("marginals", {}).get("models", sorted({s.model for s in specs.values()})),
                              f"{where}, [marginals] models")
     figure_models = _names(raw.get("figures", {}).get("models", marginal_models), f"{where}, [figures] models")
@@ -249,7 +256,7 @@ def expected_fingerprint(study: Study, spec: RunSpec) -> dict[str, Any]:
     return _canonical({
         "model": spec.model, "model_seed": spec.seed, "weights_sha256": card.data["sha256"],
         "dataset": study.dataset, "attack": attack.name, "hyperparameters": attack.hyperparameters(),
-        "per_pair": study.per_pair, "seed": study.seed, "batch_size": study.batch_size,
+        "per_pair": spec.per_pair, "seed": study.seed, "batch_size": study.batch_size,
         "classifier_sha256": classifier.data["sha256"],
     })
 
@@ -291,14 +298,15 @@ def study_status(study: Study) -> list[RunStatus]:
 
 
 def format_status(statuses: Sequence[RunStatus], root: Path | None = None) -> str:
-    lines = [f"{'model':<12}{'seed':>5}  {'recipe':<20}{'state':<10}detail"]
+    lines = [f"{'model':<12}{'seed':>5}  {'recipe':<20}{'pairs':>6}  {'state':<10}detail"]
     for st in statuses:
         folder = st.spec.folder
         if root is not None:
             with contextlib.suppress(ValueError):
                 folder = folder.relative_to(root)
         detail = st.reason or str(folder)
-        lines.append(f"{st.spec.model:<12}{st.spec.seed:>5}  {st.spec.recipe:<20}{st.state:<10}{detail}")
+        lines.append(f"{st.spec.model:<12}{st.spec.seed:>5}  {st.spec.recipe:<20}{_pairs_label(st.spec.per_pair):>6}  "
+                     f"{st.state:<10}{detail}")
     counts = {s: sum(st.state == s for st in statuses) for s in ("done", "partial", "new", "skipped", "conflict")}
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no runs")
     return "\n".join(lines)
@@ -323,7 +331,7 @@ def attack_argv(study: Study, spec: RunSpec, device: str = "cpu", data_dir: str 
     argv = ["attack", "--model", spec.model, "--dataset", study.dataset, "--seed-model", str(spec.seed),
             "--attack", spec.recipe, "--seed", str(study.seed), "--batch-size", str(study.batch_size),
             "--out", str(spec.folder), "--device", device]
-    argv += ["--full"] if study.per_pair is None else ["--per-pair", str(study.per_pair)]
+    argv += ["--full"] if spec.per_pair is None else ["--per-pair", str(spec.per_pair)]
     for key, value in study.overrides.items():
         argv += ["--set", f"{key}={json.dumps(value)}"]
     if data_dir:
@@ -667,6 +675,9 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
     command = study.command or f"robust-vae study {study.path}"
     size = "every test pair (full test set)" if study.per_pair is None else (
         f"{study.per_pair} (source, target) test pairs sampled per cell before the clean-reconstruction filter")
+    others = sorted({_pairs_label(spec.per_pair) for spec in study.runs if spec.per_pair != study.per_pair})
+    if others:
+        size += f" (runs tables with their own per_pair: {', '.join(others)}; see the runs table)"
     lines = [f"# {study.name}: results", "",
              f"Generated by `{command}` from the run folders under `{_rel(study.runs_dir, study.out_dir)}/`; "
              "do not edit by hand: rerun the command to regenerate this file.", ""]
@@ -691,12 +702,12 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
         if st.state == "done":
             with contextlib.suppress(OSError, ValueError, KeyError):
                 kept = str(json.loads((st.spec.folder / "run.json").read_text()).get("examples_attacked", ""))
-        rows.append([st.spec.model, str(st.spec.seed), st.spec.recipe, st.state, kept,
-                     st.reason or f"`{_rel(st.spec.folder, study.out_dir)}`"])
+        rows.append([st.spec.model, str(st.spec.seed), st.spec.recipe, _pairs_label(st.spec.per_pair), st.state,
+                     kept, st.reason or f"`{_rel(st.spec.folder, study.out_dir)}`"])
     from robust_vae.reporting import _markdown_table
 
-    lines.append(_markdown_table(["model", "seed", "recipe", "state", "attacked examples", "folder / note"],
-                                 rows, align="lrllrl"))
+    lines.append(_markdown_table(["model", "seed", "recipe", "pairs per cell", "state", "attacked examples",
+                                  "folder / note"], rows, align="lrlrlrl"))
     sections = [
         ("Marginals per source digit (main recipe, mean over seeds)", "marginals_md"),
         ("Per-seed variation", "seeds_md"),
@@ -712,6 +723,10 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
         lines += ["", "## Figures", ""]
         lines += [f"![{p.stem}]({_rel(p, study.out_dir)})" for p in parts["figures"]]
     return "\n".join(line for line in lines) + "\n"
+
+
+def _pairs_label(per_pair: int | None) -> str:
+    return "full" if per_pair is None else str(per_pair)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -784,7 +799,7 @@ def main_study(args: argparse.Namespace) -> int:
         raise ConfigError(f"{conflicts[0].reason}: nothing was run; delete that folder or run the study with "
                           "the configuration it was made with (see --dry-run)")
     print(f"study {study.path}: {len(study.runs)} runs, "
-          f"{'full test set' if study.per_pair is None else f'per_pair {study.per_pair}'}")
+          f"{'full test set' if study.per_pair is None else f'per_pair {study.per_pair}'} unless a runs table sets its own")
     print(format_status(statuses, study.out_dir))
     if args.dry_run:
         return 0

@@ -240,6 +240,7 @@ recipes = ["thesis", "no-such-recipe"]
 [[runs]]
 models = ["vae"]
 recipes = ["thesis-accumulate"]
+per_pair = 2
 
 [marginals]
 models = ["vae", "vae-wd"]
@@ -300,9 +301,11 @@ def test_study_runs_resumes_and_writes_its_tables(
     assert cli_main(["study", toml, "--draft-readme"]) == 0
     printed = capsys.readouterr().out
     runs = study / "runs"
-    for model, seed, recipe in (("vae", 0, "thesis"), ("vae-wd", 0, "thesis"), ("vae", 0, "thesis-accumulate")):
+    for model, seed, recipe, per_pair in (("vae", 0, "thesis", 1), ("vae-wd", 0, "thesis", 1),
+                                          ("vae", 0, "thesis-accumulate", 2)):   # that table sets its own per_pair
         run = json.loads((runs / f"{model}-seed{seed}" / recipe / "run.json").read_text())
-        assert (run["model"], run["model_seed"], run["per_pair"], run["hyperparameters"]["steps"]) == (model, seed, 1, 20)
+        assert (run["model"], run["model_seed"], run["per_pair"], run["hyperparameters"]["steps"]) == \
+            (model, seed, per_pair, 20)
         assert run["command"].startswith(f"robust-vae attack --model {model} ")  # reproduces the run alone
     assert sorted(p.name for p in runs.iterdir()) == ["vae-seed0", "vae-wd-seed0"]
     assert not list(runs.glob("*/no-such-recipe"))
@@ -331,6 +334,7 @@ def test_study_runs_resumes_and_writes_its_tables(
     results = (study / "results.md").read_text()
     assert results.startswith("# tiny: results") and f"robust-vae study {toml}" in results
     assert "skipped" in results and "vae vs vae-wd" in results and "figures/attacks.png" in results
+    assert "runs tables with their own per_pair: 2" in results
     assert "# tiny: results" in printed
 
     # a second invocation runs nothing and rewrites the same tables
@@ -346,12 +350,13 @@ def test_study_runs_resumes_and_writes_its_tables(
             assert after[name][0] == content, name  # the tables come out identical
 
     # another per_pair conflicts with the finished runs: one line, exit 2, nothing changed
+    # (--per-pair replaces every table's value: the thesis-accumulate run, made at 2, still matches)
     assert cli_main(["study", toml, "--per-pair", "2"]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and "different configuration (differs in: per_pair)" in err[0] and captured.out == ""
     assert cli_main(["study", toml, "--per-pair", "2", "--dry-run"]) == 0
-    assert "3 conflict" in capsys.readouterr().out
+    assert "1 done, 6 skipped, 2 conflict" in capsys.readouterr().out
     assert snapshot(runs) == {k[len("runs/"):]: v for k, v in after.items() if k.startswith("runs/")}
 
 
@@ -365,6 +370,9 @@ def test_study_command_entry_points(tiny_zoo: Path, tmp_path: Path, capsys: pyte
     for text, expected in (("[study]\nper_pair = 0\n[[runs]]\nmodels = ['vae']\n", "per_pair must be a whole number >= 1"),
                            ("[study]\nper_pair = 2\n", "needs at least one [[runs]] table"),
                            ("[[runs]]\nmodel = ['vae']\n", "unknown key(s) ['model']"),
+                           ("[[runs]]\nmodels = ['vae']\n[[runs]]\nmodels = ['vae']\nper_pair = 3\n",
+                            "already in an earlier [[runs]] table with another per_pair"),
+                           ("[[runs]]\nmodels = ['vae']\nper_pair = 'all'\n", "per_pair must be a whole number >= 1"),
                            ("[runs\n", "is not valid TOML")):
         bad = tmp_path / "bad.toml"
         bad.write_text(text)
