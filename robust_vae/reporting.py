@@ -498,17 +498,20 @@ def plot_marginal_bars(
     x = np.arange(len(classes))
     fig = _new_figure(max(6.0, 1.0 + 0.35 * len(classes) * len(runs)), 4.2)
     ax = fig.subplots()
+    top = 0.0
     for i, run in enumerate(runs):
         heights = np.array([_marginal_value(marginals_by_run[run], "source", c, metric)
                             for c in classes])
         yerr = _bar_errors(intervals, run, classes, heights)
         ax.bar(x + (i - (len(runs) - 1) / 2) * width, heights * scale, width, label=run,
                yerr=None if yerr is None else yerr * scale, capsize=2)
+        tips = heights if yerr is None else heights + yerr[1]
+        top = max(top, float(np.nanmax(tips, initial=0.0)) * scale)
     ax.set_xticks(x, [str(c) for c in classes])
     ax.set_xlabel("source")
     ax.set_ylabel(METRIC_LABELS[metric] + (" (%)" if scale != 1.0 else ""))
-    if scale != 1.0:
-        ax.set_ylim(0, 100)
+    if scale != 1.0:  # rates: 0 to 100 % unless every bar is far below (small rates stay readable)
+        ax.set_ylim(0, min(100.0, max(10.0, 1.15 * top)))
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
