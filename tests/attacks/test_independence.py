@@ -16,14 +16,7 @@ import torch
 
 from robust_vae.attacks import load_attack, make_attack
 
-from .toy import RowWise
-
-SEEDS = torch.tensor([5, 17, 3, 99, 1234, 7, 42, 8], dtype=torch.int64)
-
-
-def one_at_a_time(attack, model, xs, xt, seeds):  # type: ignore[no-untyped-def]
-    singles = [attack(model, xs[i:i + 1], xt[i:i + 1], seeds=seeds[i:i + 1]) for i in range(xs.shape[0])]
-    return torch.cat([s.adversarial for s in singles], dim=1), torch.cat([s.iterations for s in singles], dim=1)
+from .toy import SEEDS, RowWise, assert_exactly_batch_independent, one_at_a_time
 
 
 @pytest.mark.parametrize("build", [
@@ -45,17 +38,8 @@ def test_batch_of_8_equals_8_single_calls(build, small_vae, pairs16) -> None:  #
 
 def test_lockstep_lbfgsb_is_exactly_batch_independent(small_vae, pairs16) -> None:  # type: ignore[no-untyped-def]
     """Each problem follows exactly its own iterates: with a row-wise model, bit for bit."""
-    model = RowWise(small_vae)
     attack = load_attack("tabacof", c=[1e-3, 1.0], max_iter=10)
-    xs, xt = pairs16[0][:4], pairs16[1][:4]
-    batch = attack(model, xs, xt, seeds=SEEDS[:4])
-    single, iterations = one_at_a_time(attack, model, xs, xt, SEEDS[:4])
-    assert torch.equal(single, batch.adversarial)
-    assert torch.equal(iterations, batch.iterations)
-    # and in a different order
-    order = torch.tensor([2, 0, 3, 1])
-    shuffled = attack(model, xs[order], xt[order], seeds=SEEDS[:4][order])
-    assert torch.equal(shuffled.adversarial, batch.adversarial[:, order])
+    assert_exactly_batch_independent(attack, RowWise(small_vae), pairs16[0][:4], pairs16[1][:4], SEEDS[:4])
 
 
 # ----------------------------------------------------------------------------- seeds

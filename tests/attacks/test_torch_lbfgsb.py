@@ -24,8 +24,7 @@ from robust_vae.attacks import make_attack
 from robust_vae.attacks.torch_lbfgsb import CONVERGED_FACTR, CONVERGED_PGTOL, torch_lbfgsb
 
 from . import test_lbfgsb_analytic as analytic
-from .test_independence import SEEDS, one_at_a_time
-from .toy import RowWise
+from .toy import SEEDS, RowWise, assert_exactly_batch_independent
 
 
 def quadratic(seed: int, batch: int, n: int, rank: int = 30):
@@ -148,16 +147,8 @@ def _torch_attack(model, xs, target, c):  # type: ignore[no-untyped-def]
 def test_torch_solver_is_exactly_batch_independent(jointvae, pairs16) -> None:  # type: ignore[no-untyped-def]
     """Each problem follows exactly its own iterates: with a row-wise model, bit for bit,
     also when the batch holds fewer rows than there are problems (``batch=3``)."""
-    model = RowWise(jointvae)
     attack = make_attack("latent-lbfgsb", divergence="kl", c=[1e-3, 1.0], max_iter=6, solver="torch", batch=3)
-    xs, xt = pairs16[0][:4], pairs16[1][:4]
-    batch = attack(model, xs, xt, seeds=SEEDS[:4])
-    single, iterations = one_at_a_time(attack, model, xs, xt, SEEDS[:4])
-    assert torch.equal(single, batch.adversarial)
-    assert torch.equal(iterations, batch.iterations)
-    order = torch.tensor([2, 0, 3, 1])
-    shuffled = attack(model, xs[order], xt[order], seeds=SEEDS[:4][order])
-    assert torch.equal(shuffled.adversarial, batch.adversarial[:, order])
+    assert_exactly_batch_independent(attack, RowWise(jointvae), pairs16[0][:4], pairs16[1][:4], SEEDS[:4])
 
 
 def test_solver_option_is_validated() -> None:

@@ -74,3 +74,24 @@ class RowWise(nn.Module):
 
     def relaxed_reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self._rows(self.model.relaxed_reconstruct, x)
+
+
+SEEDS = torch.tensor([5, 17, 3, 99, 1234, 7, 42, 8], dtype=torch.int64)
+
+
+def one_at_a_time(attack, model, xs, xt, seeds):  # type: ignore[no-untyped-def]
+    """The attack run on each example alone: (adversarials (1, N, ...), iterations (1, N))."""
+    singles = [attack(model, xs[i:i + 1], xt[i:i + 1], seeds=seeds[i:i + 1]) for i in range(xs.shape[0])]
+    return torch.cat([s.adversarial for s in singles], dim=1), torch.cat([s.iterations for s in singles], dim=1)
+
+
+def assert_exactly_batch_independent(attack, model, xs, xt, seeds) -> None:  # type: ignore[no-untyped-def]
+    """Bit for bit: batched, one at a time and in another order, every example gets the same
+    adversarial and iteration count (use a row-wise ``model`` so the objective is too)."""
+    batch = attack(model, xs, xt, seeds=seeds)
+    single, iterations = one_at_a_time(attack, model, xs, xt, seeds)
+    assert torch.equal(single, batch.adversarial)
+    assert torch.equal(iterations, batch.iterations)
+    order = torch.arange(xs.shape[0]).flip(0)
+    shuffled = attack(model, xs[order], xt[order], seeds=seeds[order])
+    assert torch.equal(shuffled.adversarial, batch.adversarial[:, order])
