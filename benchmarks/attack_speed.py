@@ -48,9 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-import scipy.optimize
-import torch
+# NumPy/SciPy's OpenBLAS serves only the per-example SciPy loop (d-loop). Its worker threads
+# busy-wait between SciPy's many small BLAS calls and take a core from torch: measured here, the
+# loop ran 1.2× slower in wall time and spent 2× the CPU with them. One thread is the loop's fair
+# setting; it must be set before NumPy loads (export OPENBLAS_NUM_THREADS to override).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import scipy.optimize  # noqa: E402
+import torch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THESIS = dict(epsilon=0.1, lam=1.0, lr=1e-3, steps=1000, noise_std=0.2)
@@ -245,6 +251,7 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(), "processor": _cpu_name(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
         "versions": library_versions(), "cuda_available": torch.cuda.is_available(),
     }
     if torch.cuda.is_available():
@@ -298,10 +305,16 @@ def main(argv: list[str] | None = None) -> int:
                              "spends twice the CPU); 0 keeps the run's threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where models and attacks run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="measure nothing: print the README tables of a results JSON written earlier")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default benchmarks/results/attack_speed.json on CPU, "
                              "attack_speed_cuda.json on CUDA)")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+        print(render_table(report) + "\n\n" + render_candidates(report))
+        return 0
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
@@ -518,9 +531,10 @@ def main(argv: list[str] | None = None) -> int:
         "by any batched L-BFGS-B with the same iterates.",
     ]
     if device.type == "cpu":
-        notes.append(f"(d-loop) runs with {loop_threads} torch thread(s) (--loop-threads): a batch of one gains no "
-                     "wall time from a second thread and spends about twice the CPU, and on a busy machine "
-                     "idle-spinning threads inflate its time many-fold; 1 is the loop's fair (fastest) setting.")
+        notes.append(f"(d-loop) runs with {loop_threads} torch thread(s) (--loop-threads) and "
+                     f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} for SciPy: a batch of one "
+                     "gains no wall time from a second thread and spends about twice the CPU, and idle-spinning "
+                     "threads inflate its time; 1 and 1 are the loop's fair (fastest) settings.")
     else:
         notes.append(f"On {device}: CPU seconds count every thread of the process (the host thread that launches "
                      "and waits for GPU work, and idle-spinning OpenMP/BLAS threads); the wall-clock ratios "
@@ -552,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print()
-    print(render_table(report))
+    print(render_table(report) + "\n\n" + render_candidates(report))
     print(f"\nwrote {args.out}")
     return 0
 
@@ -583,6 +597,22 @@ def render_table(report: dict[str, Any]) -> str:
     if ratios.get("d_fastest_loop", "d-loop") != "d-loop":
         lines.append(f"(d) against the faster loop ({ratios['d_fastest_loop']}): "
                      f"{fmt(ratios['d_fastest_loop_over_torch_wall'])} wall")
+    return "\n".join(lines)
+
+
+def render_candidates(report: dict[str, Any]) -> str:
+    """The (c) candidates against (a): time, speed-up and AS target difference, as a markdown table."""
+    a_row = report["measurements"][0]
+    on_cpu = report.get("device", "cpu") == "cpu"
+    unit = "CPU" if on_cpu else "wall"
+    key = "seconds_per_example_cpu" if on_cpu else "seconds_per_example_wall"
+    lines = [f"| configuration ({a_row['examples_scored']} pairs) | {unit} ms/example | × vs (a) | AS target | "
+             "Δ vs (a) | AS ignore-target |", "|---|---:|---:|---:|---:|---:|"]
+    rows = [dict(a_row, what=f"a: {a_row['what']}")] + report["c_candidates"]
+    for r in rows:
+        delta = 100 * (r["as_target"] - a_row["as_target"])
+        lines.append(f"| {r['what']} | {1e3 * r[key]:.3g} | {a_row[key] / r[key]:.1f}× | "
+                     f"{100 * r['as_target']:.2f}% | {delta:+.2f} pp | {100 * r['as_ignore_target']:.2f}% |")
     return "\n".join(lines)
 
 
