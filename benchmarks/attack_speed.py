@@ -2,8 +2,9 @@
 
 Run from the repository root (set ``OMP_NUM_THREADS``; the numbers are per process)::
 
-    python -m benchmarks.attack_speed --quick   # a few minutes of CPU time
-    python -m benchmarks.attack_speed           # the full measurement (about 15 CPU-minutes)
+    python -m benchmarks.attack_speed --quick   # about 100 s of CPU time
+    python -m benchmarks.attack_speed           # the full measurement (about 12 CPU-minutes)
+    python -m benchmarks.attack_speed --device cuda
 
 One run, on the shipped ``jointvae`` (seed 0) and the shipped classifier, on the same
 source/target pairs for every measurement (the first ``--per-pair`` sampled pairs of every
@@ -308,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", type=Path, default=None, metavar="JSON",
                         help="measure nothing: print the README tables of a results JSON written earlier")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file (default benchmarks/results/attack_speed.json on CPU, "
-                             "attack_speed_cuda.json on CUDA)")
+                        help="JSON file (default benchmarks/results/attack_speed[_quick|_smoke][_cuda].json: "
+                             "a --quick run does not overwrite the full run's results)")
     args = parser.parse_args(argv)
     if args.render is not None:
         report = json.loads(args.render.read_text())
@@ -318,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
-    if args.out is None:
-        args.out = RESULTS / ("attack_speed.json" if device.type == "cpu" else f"attack_speed_{device.type}.json")
     quick = args.quick or args.smoke
+    if args.out is None:
+        size = "_smoke" if args.smoke else "_quick" if args.quick else ""
+        args.out = RESULTS / f"attack_speed{size}{'' if device.type == 'cpu' else '_' + device.type}.json"
     if args.smoke:
         THESIS["steps"] = 10
         args.timing_steps = args.timing_steps or 5
