@@ -107,6 +107,8 @@ def test_attack_writes_every_report_file(base_run, small_zoo: Path) -> None:  # 
     assert run["hyperparameters"]["steps"] == 20 and run["hyperparameters"]["epsilon"] == 0.1
     assert {"torch", "numpy", "robust_vae"} <= set(run["versions"])
     assert run["attack_seconds"] >= 0
+    assert 0 < run["cpu_seconds_this_call"] <= run["cpu_seconds_process"] and run["peak_rss_mb"] > 0
+    assert run["wall_seconds_this_call"] >= run["attack_seconds"]
 
     # stdout: the marginals table, the same numbers as marginals.csv
     lines = result.stdout.splitlines()
