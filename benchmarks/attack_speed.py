@@ -225,6 +225,20 @@ def scipy_loop(model: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor, c: fl
     return np.array(values), np.array(iterations), clock, stats
 
 
+def loop_measurement(name: str, what: str, values: np.ndarray, iterations: np.ndarray, clock: Timing,
+                     threads: int, **extra: Any) -> Measurement:
+    """A ``scipy_loop`` result as a row: per-example seconds, median objective and iterations."""
+    n = len(values)
+    return Measurement(name, what, clock.wall / n, clock.cpu / n, n,
+                       extra={"median_objective": float(np.median(values)),
+                              "median_iterations": float(np.median(iterations)), **extra,
+                              "torch_threads": threads})
+
+
+def thread_label(threads: int) -> str:
+    return f"{threads} torch thread{'s' if threads > 1 else ''}"
+
+
 def batched_objective_cost(model: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor, c: float,
                            repeats: int = 5) -> Timing:
     """CPU and wall seconds of one evaluation of the (d) objective and its gradient, per
@@ -462,19 +476,17 @@ def main(argv: list[str] | None = None) -> int:
     # the loop does (same algorithm), and one batched evaluation costs at least this much
     objective_batched = batched_objective_cost(model, xs_d, xt_d, args.c)
     evaluations = float(np.mean(loop_stats.evaluations))
-    d_loop = Measurement(
+    d_loop = loop_measurement(
         "d-loop", "plain scipy.optimize.minimize(L-BFGS-B) loop, one example at a time"
-                  + (f" ({loop_threads} torch thread{'s' if loop_threads > 1 else ''})" if device.type == "cpu" else ""),
-        loop_clock.wall / n_loop, loop_clock.cpu / n_loop, n_loop,
-        extra={"median_objective": float(np.median(loop_values)), "median_iterations": float(np.median(loop_iters)),
-               "mean_evaluations": evaluations,
-               "objective_cpu_per_evaluation_batch_of_one": loop_stats.objective_cpu / max(1, sum(loop_stats.evaluations)),
-               "objective_wall_per_evaluation_batch_of_one":
-                   loop_stats.objective_wall / max(1, sum(loop_stats.evaluations)),
-               "objective_share_of_loop_cpu": loop_stats.objective_cpu / max(loop_clock.cpu, 1e-12),
-               "objective_cpu_per_evaluation_in_batch": objective_batched.cpu,
-               "objective_wall_per_evaluation_in_batch": objective_batched.wall,
-               "batch_for_objective": n_batch, "torch_threads": loop_threads})
+                  + (f" ({thread_label(loop_threads)})" if device.type == "cpu" else ""),
+        loop_values, loop_iters, loop_clock, loop_threads,
+        mean_evaluations=evaluations,
+        objective_cpu_per_evaluation_batch_of_one=loop_stats.objective_cpu / max(1, sum(loop_stats.evaluations)),
+        objective_wall_per_evaluation_batch_of_one=loop_stats.objective_wall / max(1, sum(loop_stats.evaluations)),
+        objective_share_of_loop_cpu=loop_stats.objective_cpu / max(loop_clock.cpu, 1e-12),
+        objective_cpu_per_evaluation_in_batch=objective_batched.cpu,
+        objective_wall_per_evaluation_in_batch=objective_batched.wall,
+        batch_for_objective=n_batch)
     rows += [d_torch, d_loop]
     print(f"(d) torch batched: {clock.cpu / n_batch:.3f} s CPU, {clock.wall / n_batch:.4f} s wall per example; "
           f"median relative objective difference {np.median(rel):+.2e}", flush=True)
@@ -485,11 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu_threads = torch.get_num_threads()
             cpu_values, cpu_iters, cpu_clock, _ = scipy_loop(copy.deepcopy(model).cpu(), xs_d[:n_loop].cpu(),
                                                              xt_d[:n_loop].cpu(), args.c, **settings)
-        loops.append(Measurement(
-            "d-loop-cpu", f"the same loop on the host CPU ({cpu_threads} torch thread{'s' if cpu_threads > 1 else ''})",
-            cpu_clock.wall / n_loop, cpu_clock.cpu / n_loop, n_loop,
-            extra={"median_objective": float(np.median(cpu_values)), "median_iterations": float(np.median(cpu_iters)),
-                   "torch_threads": cpu_threads}))
+        loops.append(loop_measurement("d-loop-cpu", f"the same loop on the host CPU ({thread_label(cpu_threads)})",
+                                      cpu_values, cpu_iters, cpu_clock, cpu_threads))
         rows.append(loops[-1])
         print(f"(d) SciPy loop on the host CPU: {cpu_clock.wall / n_loop:.2f} s wall per example", flush=True)
     fastest_loop = min(loops, key=lambda r: r.seconds_per_example_wall)
