@@ -30,8 +30,8 @@ _MNIST_FILES = {
 }
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
-SUPPORTED_DATASETS = ("mnist",)
-NUM_CLASSES = {"mnist": 10}
+SUPPORTED_DATASETS = ("mnist", "fashion-mnist")
+NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10}
 
 
 @dataclass(frozen=True)
@@ -86,15 +86,16 @@ def _has_all_files(folder: Path) -> bool:
     )
 
 
-def _download_with_torchvision(cache: Path) -> Path:
-    """Fetch MNIST with torchvision into ``cache``; return the folder with the IDX files."""
-    raw = cache / "MNIST" / "raw"
+def _download_with_torchvision(cache: Path, name: str = "mnist") -> Path:
+    """Fetch the dataset with torchvision into ``cache``; return the folder with the IDX files."""
+    from torchvision.datasets import MNIST, FashionMNIST  # lazily: only the download path needs it
+
+    source = {"mnist": MNIST, "fashion-mnist": FashionMNIST}[name]
+    raw = cache / source.__name__ / "raw"
     if _has_all_files(raw):
         return raw
-    from torchvision.datasets import MNIST  # imported lazily: only the download path needs it
-
-    MNIST(str(cache), train=True, download=True)
-    MNIST(str(cache), train=False, download=True)
+    source(str(cache), train=True, download=True)
+    source(str(cache), train=False, download=True)
     return raw
 
 
@@ -119,7 +120,7 @@ def resolve_dataset_dir(name: str = "mnist", data_dir: str | os.PathLike | None 
         return folder
     cache = default_cache_dir() / "data"
     try:
-        return _download_with_torchvision(cache)
+        return _download_with_torchvision(cache, key)
     except Exception as error:  # network errors come in many types; all mean the same here
         raise DataError(
             f"{key} is not available locally and the download failed ({type(error).__name__}): {fix}"
