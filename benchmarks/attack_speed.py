@@ -58,6 +58,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import scipy.optimize  # noqa: E402
 import torch  # noqa: E402
+from robust_vae.core.devices import model_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THESIS = dict(epsilon=0.1, lam=1.0, lr=1e-3, steps=1000, noise_std=0.2)
@@ -125,7 +126,7 @@ def thesis_loop(model: torch.nn.Module, classifier: torch.nn.Module, images: tor
     """
     eps, lam, lr, noise = THESIS["epsilon"], THESIS["lam"], THESIS["lr"], THESIS["noise_std"]
     torch.manual_seed(seed)
-    device = next(model.parameters()).device
+    device = model_device(model)
     predictions = []
     for src, tgt in batches:
         xs, xt = images[src].to(device), images[tgt].to(device)
@@ -154,7 +155,7 @@ def run_units(plans: list, model: torch.nn.Module, classifier: torch.nn.Module, 
               attack: Any, batch_size: int, seed: int,
               device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray, Timing]:
     """What ``robust-vae attack`` does per unit (without writing): (predictions, s, t, time)."""
-    from robust_vae.evaluation import _attack_unit, group_units
+    from robust_vae.evaluation.success_matrix import _attack_unit, group_units
 
     preds, sources, targets = [], [], []
     with timed() as clock:
@@ -261,7 +262,7 @@ def batched_objective_cost(model: torch.nn.Module, xs: torch.Tensor, xt: torch.T
 
 # ----------------------------------------------------------------------------- machine
 def machine_info() -> dict[str, Any]:
-    from robust_vae.evaluation import library_versions
+    from robust_vae.evaluation.success_matrix import library_versions
 
     info: dict[str, Any] = {
         "platform": platform.platform(), "processor": _cpu_name(), "cpu_count": os.cpu_count(),
@@ -351,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
 
     from robust_vae.attacks import load_attack, make_attack
-    from robust_vae.data import load_dataset
-    from robust_vae.evaluation import clean_predictions, plan_pairs
+    from robust_vae.data.mnist import load_dataset
+    from robust_vae.evaluation.success_matrix import clean_predictions, plan_pairs
     from robust_vae.zoo import load_classifier, load_model
 
     started = time.perf_counter()

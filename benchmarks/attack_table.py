@@ -25,9 +25,9 @@ import torch
 
 import robust_vae as rv
 from robust_vae.attacks import read_recipe
-from robust_vae.data import default_cache_dir
-from robust_vae.evaluation import library_versions
-from robust_vae.zoo import find_card
+from robust_vae.core.paths import default_cache_dir
+from robust_vae.evaluation.success_matrix import library_versions
+from robust_vae.zoo.cards import find_card
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("vae", "jointvae")

@@ -8,9 +8,9 @@ The Python API mirrors the command line::
 """
 
 from robust_vae.attacks import load_attack
-from robust_vae.data import load_dataset
-from robust_vae.errors import RobustVAEError
-from robust_vae.evaluation import SuccessMatrix, success_matrix
+from robust_vae.data.mnist import load_dataset
+from robust_vae.core.errors import RobustVAEError
+from robust_vae.evaluation.success_matrix import SuccessMatrix, success_matrix
 from robust_vae.zoo import load_classifier, load_model
 
 __version__ = "0.1.0"

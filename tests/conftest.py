@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from robust_vae.data import DATA_ENV, Dataset, load_dataset
+from robust_vae.data.mnist import DATA_ENV, Dataset, load_dataset
+from robust_vae.zoo import SHIPPED_MODELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = (REPO_ROOT / ".." / "shared" / "data").resolve()
@@ -106,12 +107,12 @@ def small_zoo(mnist_root: Path, isolated_environment: Path, tmp_path_factory: py
 
     import torch
 
-    from robust_vae.training import train_vae
+    from robust_vae.training.vae import train_vae
 
     root = tmp_path_factory.mktemp("small-zoo")
     (root / "mnist").mkdir()
     for name in ("classifier.safetensors", "classifier.json"):
-        shutil.copy(REPO_ROOT / "models" / "mnist" / name, root / "mnist" / name)
+        shutil.copy(SHIPPED_MODELS / "mnist" / name, root / "mnist" / name)
     threads = torch.get_num_threads()
     result = train_vae("vae", "mnist", seed=0, steps=SMALL_VAE_STEPS, overrides={"lr": 2e-3},
                        out_dir=root / "mnist", progress=False, log=lambda message: None)
@@ -125,7 +126,7 @@ def small_vae(small_zoo: Path):
     """The small trained VAE of :func:`small_zoo`, in eval mode."""
 
     from robust_vae.models import get_family
-    from robust_vae.zoo import load_state, read_card
+    from robust_vae.zoo.cards import load_state, read_card
 
     card = read_card(small_zoo / "mnist" / "vae-seed0.json")
     return load_state(card, get_family("vae")(get_family("vae").config_class.from_dict(card.data["config"])))

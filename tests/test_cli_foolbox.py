@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 SCRIPT = Path(sys.executable).parent / "robust-vae"
-COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "robust_vae.cli"]
+COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "robust_vae.cli.app"]
 REPORT_FILES = ("cells.csv", "matrix.csv", "marginals.csv", "matrix.tex", "marginals.tex",
                 "summary.md", "heatmaps.png", "examples.png", "run.json")
 # few, large PGD steps (10 × 0.1·ε) and a small latent classifier (as in
@@ -59,7 +59,7 @@ def test_attack_with_a_foolbox_recipe_writes_every_report_file(recipe, extra, su
         result = run_cli(args, env)
         assert result.returncode == 0, result.stderr
     else:
-        from robust_vae.cli import main
+        from robust_vae.cli.app import main
 
         monkeypatch.setenv("ROBUST_VAE_MODELS", env["ROBUST_VAE_MODELS"])
         assert main(args) == 0
@@ -80,7 +80,7 @@ def test_attack_with_a_foolbox_recipe_writes_every_report_file(recipe, extra, su
 
 
 def test_classifier_robustness_writes_summary_and_reports(small_zoo: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from robust_vae.cli import main  # in-process: the console script's code without the start-up
+    from robust_vae.cli.app import main  # in-process: the console script's code without the start-up
 
     out = tmp_path / "robustness"
     assert main(["classifier-robustness", "--dataset", "mnist", "--eps", "0.02", "0.1", "--per-pair", "2",
@@ -116,7 +116,7 @@ def test_classifier_robustness_writes_summary_and_reports(small_zoo: Path, tmp_p
     (["--set", "method=fgsm"], "method must be one of"),
 ])
 def test_classifier_robustness_errors_are_one_line(args, message, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from robust_vae.cli import main
+    from robust_vae.cli.app import main
 
     out = tmp_path / "never"
     assert main(["classifier-robustness", "--dataset", "mnist", "--per-pair", "1", *args, "--out", str(out)]) == 2
@@ -128,7 +128,7 @@ def test_classifier_robustness_errors_are_one_line(args, message, tmp_path, caps
 
 
 def test_negative_eps_is_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
-    from robust_vae.cli import main
+    from robust_vae.cli.app import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["classifier-robustness", "--eps", "-0.1"])

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from robust_vae.attacks import load_attack
-from robust_vae.classifier import LeNet
-from robust_vae.data import Dataset, class_pairs
-from robust_vae.errors import ConfigError
-from robust_vae.evaluation import CELL_COLUMNS, EXAMPLE_COLUMNS, SuccessMatrix, success_matrix
-from robust_vae.reporting import Z_95
-from robust_vae.zoo import load_state, read_card
+from robust_vae.models.classifier import LeNet
+from robust_vae.data.mnist import Dataset, class_pairs
+from robust_vae.core.errors import ConfigError
+from robust_vae.evaluation.success_matrix import CELL_COLUMNS, EXAMPLE_COLUMNS, SuccessMatrix, success_matrix
+from robust_vae.report.success import Z_95
+from robust_vae.zoo.cards import load_state, read_card
 
 PER_PAIR, STEPS = 3, 20
 

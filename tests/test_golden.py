@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from robust_vae.cli import main
+from robust_vae.cli.app import main
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 REPO_ROOT = GOLDEN.parent.parent

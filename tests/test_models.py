@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.distributions import Categorical, Normal, kl_divergence
 
-from robust_vae.data import Dataset
-from robust_vae.errors import ConfigError, ZooError
+from robust_vae.data.mnist import Dataset
+from robust_vae.core.errors import ConfigError, ZooError
 from robust_vae.models import FAMILIES, get_family
 from robust_vae.models.base import (
     categorical_kl,
@@ -19,7 +19,7 @@ from robust_vae.models.base import (
     gaussian_kl_between,
     linear_capacity,
 )
-from robust_vae.zoo import load_state, read_card, save_weights, sha256_of
+from robust_vae.zoo.cards import load_state, read_card, save_weights, sha256_of
 
 ALL_FAMILIES = sorted(FAMILIES)
 

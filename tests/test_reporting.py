@@ -1,4 +1,4 @@
-"""Tests for robust_vae.reporting: statistics, tables and figures from a synthetic cells table.
+"""Tests for robust_vae.report.success: statistics, tables and figures from a synthetic cells table.
 
 The cells table is synthetic rendering input (random counts with a fixed seed), not MNIST.
 """
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from robust_vae import reporting as rep
-from robust_vae.errors import DataError
+from robust_vae.report import success as rep
+from robust_vae.core.errors import DataError
 
 K = 10
 

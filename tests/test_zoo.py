@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from robust_vae.classifier import LeNet, accuracy
-from robust_vae.data import Dataset
-from robust_vae.errors import ZooError
+from robust_vae.models.classifier import LeNet, accuracy
+from robust_vae.data.mnist import Dataset
+from robust_vae.core.errors import ZooError
 from robust_vae.zoo import (
     MODELS_ENV,
-    REPO_ROOT,
+    SHIPPED_MODELS,
     load_classifier,
     load_model,
     load_state,
@@ -24,7 +24,7 @@ from robust_vae.zoo import (
     sha256_of,
 )
 
-SHIPPED = REPO_ROOT / "models" / "mnist"
+SHIPPED = SHIPPED_MODELS / "mnist"
 
 
 @pytest.fixture

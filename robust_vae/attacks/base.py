@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from robust_vae.errors import ConfigError
+from robust_vae.core.devices import model_device
+from robust_vae.core.errors import ConfigError
 
 Sweep = float | Sequence[float]
 
@@ -71,13 +72,6 @@ def per_example_normal(shape: torch.Size, seeds: torch.Tensor, std: float) -> to
     """Gaussian noise (N, *shape) where row i depends only on ``seeds[i]`` (batch independence)."""
     rows = [torch.randn(shape, generator=g) * std for g in per_example_generators(seeds)]
     return torch.stack(rows) if rows else torch.zeros((0, *shape))
-
-
-def model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def project_linf(x: torch.Tensor, center: torch.Tensor, epsilon: torch.Tensor | float | None) -> torch.Tensor:

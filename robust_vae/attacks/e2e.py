@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robust_vae.attacks.base import model_device
+from robust_vae.core.devices import model_device
 from robust_vae.attacks.foolbox_base import FoolboxAttack
+from robust_vae.attacks.registry import register_attack
 from robust_vae.attacks.output import differentiable_reconstruction
 
 
@@ -47,6 +48,7 @@ class ReconstructionClassifier(nn.Module):
         return self.classifier(straight_through_reconstruction(self.model, x))
 
 
+@register_attack
 @dataclass(repr=False)
 class EndToEndAttack(FoolboxAttack):
     """Targeted foolbox attack (L∞ PGD by default) on evaluation classifier ∘ x̂.

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from robust_vae.attacks.base import Attack, Problem, RunOutput, per_example_generators
-from robust_vae.errors import ConfigError
+from robust_vae.core.errors import ConfigError
 
 # method -> norm of its budget
 METHODS: dict[str, str] = {"linf-pgd": "linf", "l2-pgd": "l2", "cw": "l2"}

@@ -2,7 +2,7 @@
 
 For the attacked model, a small MLP is trained on its attack codes φ(x) (Gaussian means ⊕
 categorical logits) of the train split and cached with a card
-(:func:`robust_vae.latent_classifier.latent_classifier_for`). Encoder → latent classifier is
+(:func:`robust_vae.attacks.latent_classifier.latent_classifier_for`). Encoder → latent classifier is
 wrapped as a foolbox model with bounds (0, 1) and attacked with
 ``TargetedMisclassification(target class)`` by the chosen foolbox attack (L∞ PGD by default,
 L2 PGD or Carlini-Wagner) at budget ε. The attack never looks at the decoder or the evaluation
@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robust_vae.attacks.base import model_device
+from robust_vae.core.devices import model_device
 from robust_vae.attacks.foolbox_base import FoolboxAttack
+from robust_vae.attacks.registry import register_attack
 
 
+@register_attack
 @dataclass(repr=False)
 class KosClassifierAttack(FoolboxAttack):
     """Targeted foolbox attack on latent classifier ∘ φ.
@@ -47,7 +49,7 @@ class KosClassifierAttack(FoolboxAttack):
         self.classifier_config()  # validates the classifier settings now, not at the first batch
 
     def classifier_config(self):  # type: ignore[no-untyped-def]
-        from robust_vae.latent_classifier import LatentClassifierConfig
+        from robust_vae.attacks.latent_classifier import LatentClassifierConfig
 
         return LatentClassifierConfig(
             hidden=self.classifier_hidden, layers=self.classifier_layers, epochs=self.classifier_epochs,
@@ -55,13 +57,13 @@ class KosClassifierAttack(FoolboxAttack):
 
     def latent_classifier(self, model: nn.Module):  # type: ignore[no-untyped-def]
         """The model's cached latent classifier and its card (trained on first use)."""
-        from robust_vae.latent_classifier import latent_classifier_for
+        from robust_vae.attacks.latent_classifier import latent_classifier_for
 
         return latent_classifier_for(model, self.dataset, self.classifier_config(),
                                      data_dir=self._data_dir, progress=self.progress)
 
     def network(self, model: nn.Module) -> nn.Module:
-        from robust_vae.latent_classifier import EncoderClassifier, model_fingerprint
+        from robust_vae.attacks.latent_classifier import EncoderClassifier, model_fingerprint
 
         key = model_fingerprint(model)  # the cache is read once per model and attack object
         if key not in self._networks:

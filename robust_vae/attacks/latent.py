@@ -13,12 +13,13 @@ from torch import nn
 from robust_vae.attacks.base import (
     Attack, Problem, RunOutput, Sweep, per_example_normal, project_l2, project_linf,
 )
-from robust_vae.attacks.lbfgsb import lockstep_lbfgsb
-from robust_vae.attacks.torch_lbfgsb import torch_lbfgsb
+from robust_vae.attacks.optim.scipy_lbfgsb import lockstep_lbfgsb
+from robust_vae.attacks.optim.torch_lbfgsb import torch_lbfgsb
 from robust_vae.attacks.objectives import (
     DIVERGENCES, code_distance, index_params, latent_divergence, squared_distortion,
 )
-from robust_vae.errors import ConfigError
+from robust_vae.attacks.registry import register_attack
+from robust_vae.core.errors import ConfigError
 
 # (points (B, C, H, W), indices of the problems (B,)) -> per-problem loss (B,)
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,6 +64,7 @@ def _gradient(loss_fn: LossFn, x: torch.Tensor, rows: torch.Tensor) -> tuple[tor
     return loss.detach(), grad
 
 
+@register_attack
 @dataclass(repr=False)
 class LatentAdam(Attack):
     """The thesis attack (protocol §4): Adam on λ‖x − x_s‖₂ + ‖φ(x) − φ_t‖₂, L∞-projected.
@@ -138,6 +140,7 @@ class LatentAdam(Attack):
         return RunOutput(x, objective, iterations)
 
 
+@register_attack
 @dataclass(repr=False)
 class LatentPGD(Attack):
     """Projected gradient descent on ‖φ(x) − φ_t‖₂² under an L∞ or L2 budget ε.
@@ -215,7 +218,7 @@ def lbfgsb_on_images(
 
     ``solver="scipy"``: one SciPy L-BFGS-B run per problem in worker threads, gradients
     batched (:func:`lockstep_lbfgsb`, at most ``workers`` at once). ``solver="torch"``: the
-    vectorised L-BFGS-B of :mod:`robust_vae.attacks.torch_lbfgsb` (``batch`` problems at once).
+    vectorised L-BFGS-B of :mod:`robust_vae.attacks.optim.torch_lbfgsb` (``batch`` problems at once).
     """
     if solver not in SOLVERS:
         raise ConfigError(f"L-BFGS-B solver must be one of {SOLVERS}, got {solver!r}")
@@ -262,6 +265,7 @@ def _torch_lbfgsb_on_images(loss_fn: LossFn, problem: Problem, *, memory: int, f
     return RunOutput(x, result.fun.float(), result.nit)
 
 
+@register_attack
 @dataclass(repr=False)
 class LatentLBFGSB(Attack):
     """Tabacof et al. (protocol §5): min Δ(x_s + d, x_t) + C·‖d‖² s.t. 0 ≤ x_s + d ≤ 1.
@@ -271,7 +275,7 @@ class LatentLBFGSB(Attack):
     sweep, giving K = len(c) results per example. An optional L∞ ``epsilon`` is added to the
     box. ``solver="scipy"``: every example is its own SciPy L-BFGS-B run, gradients batched
     (lock-step threads); ``solver="torch"``: the vectorised L-BFGS-B of
-    :mod:`robust_vae.attacks.torch_lbfgsb`, ``batch`` problems at once.
+    :mod:`robust_vae.attacks.optim.torch_lbfgsb`, ``batch`` problems at once.
     """
 
     name = "latent-lbfgsb"

@@ -14,7 +14,8 @@ from torch import nn
 from robust_vae.attacks.base import Attack, Problem, RunOutput, Sweep, project_linf
 from robust_vae.attacks.latent import BatchedAdam, LossFn, _gradient, lbfgsb_on_images
 from robust_vae.attacks.objectives import squared_distortion
-from robust_vae.errors import ConfigError
+from robust_vae.attacks.registry import register_attack
+from robust_vae.core.errors import ConfigError
 
 
 def differentiable_reconstruction(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -23,6 +24,7 @@ def differentiable_reconstruction(model: nn.Module, x: torch.Tensor) -> torch.Te
     return relaxed(x) if relaxed is not None else model.reconstruct(x)
 
 
+@register_attack
 @dataclass(repr=False)
 class OutputAttack(Attack):
     """C·‖d‖² + ‖x̂(x*) − x_t‖², by Adam (per-example gradient-norm clipping) or L-BFGS-B.

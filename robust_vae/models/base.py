@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robust_vae.errors import ConfigError
+from robust_vae.core.errors import ConfigError
 
 
 class LatentParams(NamedTuple):

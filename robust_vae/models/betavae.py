@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from robust_vae.errors import ConfigError
+from robust_vae.core.errors import ConfigError
 from robust_vae.models.base import LatentVAE, VAEConfig, linear_capacity
+from robust_vae.models.registry import register_family
 
 
 @dataclass
@@ -22,6 +23,7 @@ class BetaVAEConfig(VAEConfig):
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
 
 
+@register_family
 class BetaVAE(LatentVAE):
     config_class = BetaVAEConfig
     family = "betavae"
@@ -44,6 +46,7 @@ class CapacityBetaVAEConfig(VAEConfig):
             raise ConfigError(f"gamma must be > 0, got {self.gamma}")
 
 
+@register_family
 class CapacityBetaVAE(LatentVAE):
     config_class = CapacityBetaVAEConfig
     family = "betavae-capacity"

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from robust_vae.errors import ConfigError
+from robust_vae.core.errors import ConfigError
 from robust_vae.models.base import LatentVAE, VAEConfig, linear_capacity
+from robust_vae.models.registry import register_family
 
 
 @dataclass
@@ -32,6 +33,7 @@ class JointVAEConfig(VAEConfig):
             raise ConfigError(f"gamma must be > 0, got {self.gamma}")
 
 
+@register_family
 class JointVAE(LatentVAE):
     config_class = JointVAEConfig
     family = "jointvae"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from robust_vae.models.base import LatentVAE, VAEConfig
+from robust_vae.models.registry import register_family
 
 
+@register_family
 class VAE(LatentVAE):
     """Standard ELBO (β = 1), no other regulariser."""
 
@@ -21,6 +23,7 @@ class WeightDecayVAEConfig(VAEConfig):
     weight_decay: float = 0.5
 
 
+@register_family
 class WeightDecayVAE(LatentVAE):
     """Standard ELBO; the regularisation is Adam's weight decay (see the config)."""
 

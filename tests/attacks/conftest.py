@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robust_vae.data import Dataset
+from robust_vae.data.mnist import Dataset
 
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robust_vae.attacks import LatentAdam
+from robust_vae.attacks.latent import LatentAdam
 from robust_vae.attacks.base import per_example_normal
 
 from .toy import LinearEncoder

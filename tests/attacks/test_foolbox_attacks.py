@@ -13,11 +13,12 @@ import json
 import pytest
 import torch
 
-from robust_vae.attacks import EndToEndAttack, KosClassifierAttack, load_attack, make_attack
-from robust_vae.attacks.e2e import ReconstructionClassifier, straight_through_reconstruction
+from robust_vae.attacks import load_attack, make_attack
+from robust_vae.attacks.kos import KosClassifierAttack
+from robust_vae.attacks.e2e import EndToEndAttack, ReconstructionClassifier, straight_through_reconstruction
 from robust_vae.attacks.foolbox_base import per_example_start, run_foolbox, targeted_margin
-from robust_vae.errors import ConfigError
-from robust_vae.latent_classifier import EncoderClassifier, latent_classifier_for, model_fingerprint
+from robust_vae.core.errors import ConfigError
+from robust_vae.attacks.latent_classifier import EncoderClassifier, latent_classifier_for, model_fingerprint
 from robust_vae.zoo import load_classifier, load_model
 
 from .conftest import source_target_pairs

@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from robust_vae.attacks import (
-    ATTACKS, LatentAdam, LatentLBFGSB, load_attack, read_recipe, recipe_names,
-)
-from robust_vae.errors import ConfigError
+from robust_vae.attacks import ATTACKS, load_attack, read_recipe, recipe_names
+from robust_vae.attacks.latent import LatentAdam, LatentLBFGSB
+from robust_vae.core.errors import ConfigError
 
 from .conftest import source_target_pairs
 

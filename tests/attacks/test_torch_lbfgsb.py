@@ -21,7 +21,7 @@ import scipy.optimize
 import torch
 
 from robust_vae.attacks import make_attack
-from robust_vae.attacks.torch_lbfgsb import CONVERGED_FACTR, CONVERGED_PGTOL, torch_lbfgsb
+from robust_vae.attacks.optim.torch_lbfgsb import CONVERGED_FACTR, CONVERGED_PGTOL, torch_lbfgsb
 
 from . import test_lbfgsb_analytic as analytic
 from .toy import SEEDS, RowWise, assert_exactly_batch_independent
@@ -152,7 +152,7 @@ def test_torch_solver_is_exactly_batch_independent(jointvae, pairs16) -> None:  
 
 
 def test_solver_option_is_validated() -> None:
-    from robust_vae.errors import ConfigError
+    from robust_vae.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="solver"):
         make_attack("latent-lbfgsb", solver="fortran")

@@ -1,6 +1,6 @@
 """A reproduction study as data: which runs to make, and which tables to draw from them.
 
-``robust-vae study reports/mnist/study/study.toml`` (or ``python -m robust_vae.study ...``)
+``robust-vae study reports/mnist/study/study.toml`` (or ``python -m robust_vae.analysis.study ...``)
 runs every missing run of the study into ``<study folder>/runs/<model>-seed<S>/<recipe>/``
 with the resumable ``robust-vae attack`` code, then writes, next to the study file:
 
@@ -8,7 +8,7 @@ with the resumable ``robust-vae attack`` code, then writes, next to the study fi
   ``[marginals]`` models under the main recipe (the multi-run ``robust-vae report`` table);
 - ``seeds.{csv,tex,md}``: per-seed overall rates and their spread;
 - ``comparisons.{csv,tex,md}``: every ``[[comparisons]]`` entry (hierarchical bootstrap and
-  paired tests, :mod:`robust_vae.comparison`), under the main recipe over all seeds and,
+  paired tests, :mod:`robust_vae.analysis.comparison`), under the main recipe over all seeds and,
   with ``[attack_strength]``, under each other recipe at its seed;
 - ``attacks.{csv,tex,md}`` and ``attacks-comparisons.{csv,tex,md}``: each model under each
   recipe, ranked, and every recipe against the baseline recipe;
@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from robust_vae.errors import ConfigError, RobustVAEError, ZooError
+from robust_vae.core.errors import ConfigError, RobustVAEError, ZooError
 
 STUDY_KEYS = {"name", "description", "dataset", "per_pair", "seed", "batch_size", "main_recipe",
               "bootstrap", "bootstrap_seed", "permutations", "runs_dir", "set"}
@@ -248,7 +248,7 @@ def expected_fingerprint(study: Study, spec: RunSpec) -> dict[str, Any]:
     Raises ZooError for a model seed not in the zoo and ConfigError for an unusable recipe.
     """
     from robust_vae.attacks import load_attack
-    from robust_vae.zoo import find_card
+    from robust_vae.zoo.cards import find_card
 
     card = find_card(spec.model, study.dataset, spec.seed)
     classifier = find_card("classifier", study.dataset, None)
@@ -262,11 +262,11 @@ def expected_fingerprint(study: Study, spec: RunSpec) -> dict[str, Any]:
 
 
 def run_status(study: Study, spec: RunSpec) -> RunStatus:
-    from robust_vae.attacks import RECIPES_DIR, read_recipe
+    from robust_vae.attacks import is_recipe, read_recipe
 
-    path = Path(spec.recipe) if spec.recipe.endswith(".toml") else RECIPES_DIR / f"{spec.recipe}.toml"
-    if not path.is_file():
-        return RunStatus(spec, "skipped", f"recipe {spec.recipe!r} does not exist yet (no {path.parent.name}/{path.name})")
+    if not is_recipe(spec.recipe):
+        return RunStatus(spec, "skipped", f"recipe {spec.recipe!r} does not exist yet (no {spec.recipe}.toml "
+                                          "among the shipped recipes)")
     try:
         read_recipe(spec.recipe)
     except ConfigError as error:
@@ -345,7 +345,7 @@ def run_missing(study: Study, statuses: Sequence[RunStatus], device: str = "cpu"
                 data_dir: str | None = None, threads: int | None = None,
                 log: Any = print) -> list[RunSpec]:
     """Make every ``new`` or ``partial`` run (resuming partial ones); returns those made."""
-    from robust_vae.cli import build_parser, cmd_attack
+    from robust_vae.cli.app import build_parser, cmd_attack
 
     todo = [st for st in statuses if st.state in ("new", "partial")]
     made = []
@@ -364,7 +364,7 @@ def run_missing(study: Study, statuses: Sequence[RunStatus], device: str = "cpu"
 # ----------------------------------------------------------------------------- reporting
 def _groups(study: Study, done: dict[tuple[str, int, str], RunSpec]) -> dict[tuple[str, str], Any]:
     """(model, recipe) -> comparison.Group over every finished seed, seeds ascending."""
-    from robust_vae.comparison import Group, RunCounts
+    from robust_vae.analysis.comparison import Group, RunCounts
 
     keys = sorted({(m, r) for m, _, r in done})
     groups = {}
@@ -376,7 +376,7 @@ def _groups(study: Study, done: dict[tuple[str, int, str], RunSpec]) -> dict[tup
 
 
 def _seed_group(group: Any, seed: int) -> Any:
-    from robust_vae.comparison import Group
+    from robust_vae.analysis.comparison import Group
 
     runs = tuple(r for r in group.runs if r.metadata.get("model_seed") == seed)
     return Group(group.label, runs) if runs else None
@@ -399,9 +399,9 @@ def report(study: Study, statuses: Sequence[RunStatus], log: Any = print) -> dic
     import numpy as np
     import pandas as pd
 
-    from robust_vae.comparison import (compare_groups, comparisons_markdown, group_marginals,
+    from robust_vae.analysis.comparison import (compare_groups, comparisons_markdown, group_marginals,
                                        save_comparisons)
-    from robust_vae.reporting import (RATE_LABELS, RATES, _latex_escape, _markdown_table,
+    from robust_vae.report.success import (RATE_LABELS, RATES, _latex_escape, _markdown_table,
                                       marginals_csv_frame, marginals_latex, marginals_markdown,
                                       plot_marginal_bars)
 
@@ -643,7 +643,7 @@ def plot_attack_strength(attacks: Any, path: Path, title: str = "") -> None:
     with the bootstrap interval as error bars."""
     import numpy as np
 
-    from robust_vae.reporting import RATE_LABELS, RATES, _new_figure, _save
+    from robust_vae.report.success import RATE_LABELS, RATES, _new_figure, _save
 
     models = list(dict.fromkeys(attacks["model"]))
     recipes = list(dict.fromkeys(attacks["recipe"]))
@@ -704,7 +704,7 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
                 kept = str(json.loads((st.spec.folder / "run.json").read_text()).get("examples_attacked", ""))
         rows.append([st.spec.model, str(st.spec.seed), st.spec.recipe, _pairs_label(st.spec.per_pair), st.state,
                      kept, st.reason or f"`{_rel(st.spec.folder, study.out_dir)}`"])
-    from robust_vae.reporting import _markdown_table
+    from robust_vae.report.success import _markdown_table
 
     lines.append(_markdown_table(["model", "seed", "recipe", "pairs per cell", "state", "attacked examples",
                                   "folder / note"], rows, align="lrlrlrl"))
@@ -742,8 +742,8 @@ def readme_draft(study: Study, parts: dict[str, Any]) -> str:
     The draft states only what the numbers say (direction when the interval excludes 0);
     the author edits it into README.md.
     """
-    from robust_vae.comparison import format_p
-    from robust_vae.reporting import RATE_LABELS
+    from robust_vae.analysis.comparison import format_p
+    from robust_vae.report.success import RATE_LABELS
 
     lines = [f"# {study.name}", "", "<!-- draft written by `robust-vae study --draft-readme`; edit before committing "
              "as README.md -->", "",
@@ -769,8 +769,8 @@ def readme_draft(study: Study, parts: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``robust-vae study`` options (also used by ``python -m robust_vae.study``)."""
-    from robust_vae.cli import _positive_int
+    """The ``robust-vae study`` options (also used by ``python -m robust_vae.analysis.study``)."""
+    from robust_vae.cli.app import _positive_int
 
     parser.add_argument("study", type=Path, metavar="STUDY_TOML", help="the study file, e.g. reports/mnist/study/study.toml")
     parser.add_argument("--per-pair", type=_positive_int, default=None,
@@ -786,7 +786,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main_study(args: argparse.Namespace) -> int:
-    from robust_vae.cli import _parse_overrides
+    from robust_vae.cli.app import _parse_overrides
 
     study = read_study(args.study, per_pair=args.per_pair, overrides=_parse_overrides(args.set), out_dir=args.out)
     study.command = " ".join(["robust-vae study", str(args.study)]
@@ -823,8 +823,8 @@ def main_study(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m robust_vae.study STUDY_TOML ...``: the same as ``robust-vae study``."""
-    from robust_vae.cli import main as cli_main
+    """``python -m robust_vae.analysis.study STUDY_TOML ...``: the same as ``robust-vae study``."""
+    from robust_vae.cli.app import main as cli_main
 
     return cli_main(["study", *(sys.argv[1:] if argv is None else argv)])
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from robust_vae.errors import RobustVAEError
+from robust_vae.core.errors import RobustVAEError
 
 Handler = Callable[[argparse.Namespace], int]
 DEFAULT_PER_PAIR = 20  # 1,800 attacked pairs: the thesis recipe finishes in minutes on 2 CPU cores
@@ -100,7 +100,7 @@ def _models_markdown(cards: list) -> str:  # type: ignore[type-arg]
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    from robust_vae.classifier import ClassifierConfig, train_classifier
+    from robust_vae.training.classifier import ClassifierConfig, train_classifier
 
     config = ClassifierConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
     card = train_classifier(args.dataset, config, out_dir=args.out, device=args.device,
@@ -110,7 +110,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from robust_vae.training import train_vae
+    from robust_vae.training.vae import train_vae
 
     overrides = {}
     if args.weight_decay is not None:
@@ -125,8 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from robust_vae.data import load_dataset
-    from robust_vae.training import evaluate_vae
+    from robust_vae.data.mnist import load_dataset
+    from robust_vae.training.vae import evaluate_vae
     from robust_vae.zoo import find_card, load_classifier, load_model
 
     model = load_model(args.model, args.dataset, seed=args.seed, device=args.device)
@@ -149,13 +149,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_traverse(args: argparse.Namespace) -> int:
-    from robust_vae.data import load_dataset
-    from robust_vae.traversal import plot_traversal
-    from robust_vae.zoo import REPO_ROOT, load_model
+    from robust_vae.data.mnist import load_dataset
+    from robust_vae.evaluation.traversal import plot_traversal
+    from robust_vae.zoo import load_model
 
     model = load_model(args.model, args.dataset, seed=args.seed, device=args.device)
     test = load_dataset(args.dataset, "test", args.data_dir)
-    default = REPO_ROOT / "reports" / args.dataset / args.model / (
+    default = Path("reports") / args.dataset / args.model / (
         "traversal.png" if args.seed == 0 else f"traversal-seed{args.seed}.png")
     out = _writable(args.out or default)
     plot_traversal(model, test.images[args.image], out, span=args.span, steps=args.steps,
@@ -217,9 +217,9 @@ def _print_marginals(result) -> None:  # type: ignore[no-untyped-def]
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from robust_vae.attacks import load_attack, read_recipe
-    from robust_vae.data import load_dataset
-    from robust_vae.evaluation import success_matrix
-    from robust_vae.zoo import REPO_ROOT, find_card, load_classifier, load_model
+    from robust_vae.data.mnist import load_dataset
+    from robust_vae.evaluation.success_matrix import success_matrix
+    from robust_vae.zoo import find_card, load_classifier, load_model
 
     # every check happens before anything is written
     test = load_dataset(args.dataset, "test", args.data_dir)
@@ -231,7 +231,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     attack = load_attack(args.attack, **_parse_overrides(args.set)).bind(data_dir=args.data_dir)
     per_pair = None if args.full else args.per_pair
     model_folder = args.model if args.seed_model == 0 else f"{args.model}-seed{args.seed_model}"
-    out = _writable(args.out or REPO_ROOT / "reports" / args.dataset / model_folder / recipe["name"])
+    out = _writable(args.out or Path("reports") / args.dataset / model_folder / recipe["name"])
     label = args.label or (args.model if args.seed_model == 0 else f"{args.model} (seed {args.seed_model})")
     metadata = {
         "label": label, "model": args.model, "model_seed": args.seed_model,
@@ -258,8 +258,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from robust_vae.evaluation import SuccessMatrix
-    from robust_vae.reporting import marginals_csv_frame, marginals_latex, marginals_markdown
+    from robust_vae.evaluation.success_matrix import SuccessMatrix
+    from robust_vae.report.success import marginals_csv_frame, marginals_latex, marginals_markdown
 
     runs = [SuccessMatrix.load(path) for path in args.runs]
     names = [Path(p).name for p in args.runs]
@@ -290,13 +290,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from robust_vae.comparison import main_compare
+    from robust_vae.analysis.comparison import main_compare
 
     return main_compare(args)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from robust_vae.study import main_study
+    from robust_vae.analysis.study import main_study
 
     return main_study(args)
 
@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: <common parent of the runs>/compare-<A>-vs-<B>/)")
     p.set_defaults(handler=cmd_compare)
 
-    from robust_vae.study import add_arguments as add_study_arguments
+    from robust_vae.analysis.study import add_arguments as add_study_arguments
 
     p = sub.add_parser(
         "study", help="run a study file's missing runs, then write its tables, comparisons and figures",
@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_arguments(p)
     p.set_defaults(handler=cmd_study)
 
-    from robust_vae.cli_robustness import add_parser as add_classifier_robustness
+    from robust_vae.cli.classifier_robustness import add_parser as add_classifier_robustness
 
     add_classifier_robustness(sub)  # robust-vae classifier-robustness
     return parser

@@ -38,8 +38,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from robust_vae.errors import ConfigError, DataError
-from robust_vae.reporting import RATE_LABELS, RATES, _latex_escape, _markdown_table
+from robust_vae.core.errors import ConfigError, DataError
+from robust_vae.report.success import RATE_LABELS, RATES, _latex_escape, _markdown_table
 
 #: run.json keys that must agree for two runs to count as "the same attack setup"
 SETUP_KEYS = ("dataset", "attack", "hyperparameters", "per_pair", "seed", "classifier_sha256")
@@ -224,7 +224,7 @@ def group_marginals(group: Group, replicates: int = DEFAULT_BOOTSTRAP, seed: int
 
     Columns ``kind`` ("source" | "target" | "overall"), ``cls`` (-1 for overall), then per
     rate ``<rate>``, ``<rate>_lo``, ``<rate>_hi`` (fractions). The rate columns are the
-    layout :mod:`robust_vae.reporting`'s marginal tables read.
+    layout :mod:`robust_vae.report.success`'s marginal tables read.
     """
     _, _, _, pairs = group.arrays()
     observed = group.observed_rates()
@@ -546,7 +546,7 @@ def default_out(runs: Sequence[str | Path], label_a: str, label_b: str) -> Path:
 # ----------------------------------------------------------------------------- command
 def main_compare(args: Any) -> int:
     """``robust-vae compare --a RUN_DIR... --b RUN_DIR...``: write and print the comparison."""
-    from robust_vae.cli import _writable
+    from robust_vae.cli.app import _writable
 
     comparison = compare_runs(args.a, args.b, args.label_a, args.label_b, bootstrap=args.bootstrap,
                               seed=args.seed, permutations=args.permutations)

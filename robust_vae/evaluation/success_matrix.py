@@ -26,9 +26,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robust_vae.attacks.base import Attack, model_device
-from robust_vae.data import Dataset, class_pairs
-from robust_vae.errors import ConfigError
+from robust_vae.attacks.base import Attack
+from robust_vae.core.devices import model_device
+from robust_vae.data.mnist import Dataset, class_pairs
+from robust_vae.core.errors import ConfigError
 
 CELL_COLUMNS = [
     "source", "target", "n_pairs", "n", "hits_target", "hits_ignore_target",
@@ -171,13 +172,13 @@ class SuccessMatrix:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def marginals(self) -> pd.DataFrame:
-        from robust_vae.reporting import marginals
+        from robust_vae.report.success import marginals
 
         return marginals(self.cells)
 
     def to_csv(self, out_dir: str | Path) -> None:
         """cells.csv, matrix.csv, marginals.csv and examples.csv.gz."""
-        from robust_vae.reporting import matrix_strings
+        from robust_vae.report.success import matrix_strings
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +190,7 @@ class SuccessMatrix:
 
     def to_latex(self, out_dir: str | Path, label: str | None = None) -> None:
         """matrix.tex (thesis appendix layout) and marginals.tex (thesis Tables 5.x layout)."""
-        from robust_vae.reporting import marginals_latex, matrix_latex
+        from robust_vae.report.success import marginals_latex, matrix_latex
 
         out = Path(out_dir)
         label = label or self.metadata.get("label", "model")
@@ -202,7 +203,7 @@ class SuccessMatrix:
 
     def plot(self, out_dir: str | Path) -> None:
         """heatmaps.png and examples.png."""
-        from robust_vae.reporting import plot_examples, plot_heatmaps
+        from robust_vae.report.success import plot_examples, plot_heatmaps
 
         out = Path(out_dir)
         title = self.metadata.get("label", "")
@@ -211,7 +212,7 @@ class SuccessMatrix:
             plot_examples(self.samples, out / "examples.png", title=title)
 
     def to_markdown(self) -> str:
-        from robust_vae.reporting import summary_markdown
+        from robust_vae.report.success import summary_markdown
 
         keys = ("model", "model_seed", "recipe", "attack", "per_pair", "seed", "examples_attacked",
                 "device", "wall_seconds")
@@ -269,7 +270,7 @@ def _arrays_to_samples(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def cells_from_examples(plans: list[PairPlan], examples: pd.DataFrame) -> pd.DataFrame:
     """Aggregate per-example records into the per-pair cells table (with Wilson bounds)."""
-    from robust_vae.reporting import add_intervals
+    from robust_vae.report.success import add_intervals
 
     rows = []
     grouped = {key: frame for key, frame in examples.groupby(["source", "target"])}

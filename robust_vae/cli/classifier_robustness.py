@@ -1,7 +1,7 @@
 """``robust-vae classifier-robustness``: the evaluation classifier's own accuracy and targeted
 success under the same foolbox attack and ε as the classifier-guided VAE attacks.
 
-Kept out of :mod:`robust_vae.cli` so that ``cli`` only registers it (:func:`add_parser`); the
+Kept out of :mod:`robust_vae.cli.app` so that ``cli`` only registers it (:func:`add_parser`); the
 handler follows the CLI's conventions (input errors: one line on stderr, exit code 2).
 """
 
@@ -26,7 +26,7 @@ def _budget(text: str) -> float:
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand on the ``robust-vae`` subparsers ``sub``."""
-    from robust_vae.cli import _add_common, _add_sampling_arguments
+    from robust_vae.cli.app import _add_common, _add_sampling_arguments
 
     p = sub.add_parser(
         "classifier-robustness",
@@ -51,10 +51,10 @@ def add_parser(sub: Any) -> None:
 
 def cmd_classifier_robustness(args: argparse.Namespace) -> int:
     from robust_vae.attacks import load_attack, read_recipe
-    from robust_vae.cli import _parse_overrides, _writable
-    from robust_vae.data import load_dataset
-    from robust_vae.robustness import classifier_robustness
-    from robust_vae.zoo import REPO_ROOT, find_card, load_classifier
+    from robust_vae.cli.app import _parse_overrides, _writable
+    from robust_vae.data.mnist import load_dataset
+    from robust_vae.evaluation.classifier_robustness import classifier_robustness
+    from robust_vae.zoo import find_card, load_classifier
 
     # every check happens before anything is written
     test = load_dataset(args.dataset, "test", args.data_dir)
@@ -62,7 +62,7 @@ def cmd_classifier_robustness(args: argparse.Namespace) -> int:
     card = find_card("classifier", args.dataset, None)
     recipe = read_recipe(args.attack)
     attack = load_attack(args.attack, **_parse_overrides(args.set)).bind(data_dir=args.data_dir)
-    out = _writable(args.out or REPO_ROOT / "reports" / args.dataset / "classifier" / recipe["name"])
+    out = _writable(args.out or Path("reports") / args.dataset / "classifier" / recipe["name"])
     metadata = {
         "label": "classifier", "model": "classifier", "model_seed": None,
         "weights_sha256": card.data["sha256"], "classifier_sha256": card.data["sha256"],

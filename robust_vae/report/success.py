@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from robust_vae.errors import DataError
+from robust_vae.core.errors import DataError
 
 Z_95 = 1.959963984540054
 RATES = ("as_target", "as_ignore_target")

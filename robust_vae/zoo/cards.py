@@ -19,15 +19,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from robust_vae.errors import ZooError
+from robust_vae.core.errors import ZooError
 
 MODELS_ENV = "ROBUST_VAE_MODELS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = Path(__file__).resolve().parent / "weights"  # package data: <dataset>/<stem>.{json,safetensors}
 
 
 def models_root() -> Path:
-    """Folder of the shipped zoo: ``$ROBUST_VAE_MODELS`` or the repository's ``models/``."""
-    return Path(os.environ.get(MODELS_ENV) or REPO_ROOT / "models")
+    """Folder of the zoo: ``$ROBUST_VAE_MODELS``, else the weights shipped inside the package
+    (``robust_vae/zoo/weights/``), so an installed wheel finds them from any folder."""
+    return Path(os.environ.get(MODELS_ENV) or SHIPPED_MODELS)
 
 
 def sha256_of(path: Path) -> str:
@@ -159,29 +160,3 @@ def load_state(card: Card, module: nn.Module) -> nn.Module:
             )
     module.load_state_dict(state)
     return module.eval()
-
-
-def load_classifier(dataset: str = "mnist", device: str | torch.device = "cpu") -> nn.Module:
-    """The shipped evaluation classifier (protocol §3), verified and in ``eval()`` mode."""
-    from robust_vae.classifier import LeNet
-
-    card = find_card("classifier", dataset, None)
-    return load_state(card, LeNet()).to(device)
-
-
-def load_model(
-    name: str, dataset: str = "mnist", seed: int = 0, device: str | torch.device = "cpu"
-) -> nn.Module:
-    """A shipped VAE (``vae``, ``vae-wd``, ``jointvae``, ...), verified and in ``eval()`` mode."""
-    from robust_vae.models import get_family
-
-    family_class = get_family(name)
-    card = find_card(name, dataset, seed)
-    config_class = family_class.config_class
-    if card.data.get("config_class") != config_class.__name__:
-        raise ZooError(
-            f"card {card.path} was written for {card.data.get('config_class')}, "
-            f"the family {name!r} uses {config_class.__name__}: retrain it"
-        )
-    config = config_class.from_dict(card.data["config"])
-    return load_state(card, family_class(config)).to(device)

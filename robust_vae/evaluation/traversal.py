@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
+from robust_vae.core.devices import model_device
 
 
 @torch.no_grad()
@@ -19,7 +20,7 @@ def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, ste
     (values linspace(-span, span, steps), others fixed at the image's means) and, when the
     model has a categorical, a (K, 32, 32) array with each category switched on in turn.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     params = model.encode(image.unsqueeze(0).to(device))
     code = model.deterministic_code(params)[0]
     latent_dim = params.mean.shape[1]
@@ -42,7 +43,7 @@ def plot_traversal(model: nn.Module, image: torch.Tensor, path: str | Path, span
     """Write the traversal grid as a PNG: rows z1..zD, then the categorical row."""
     rows = traversal_grid(model, image, span, steps)
     columns = max(len(r) for r in rows)
-    has_categorical = getattr(model.encode(image.unsqueeze(0).to(next(model.parameters()).device)), "logits", None) is not None
+    has_categorical = getattr(model.encode(image.unsqueeze(0).to(model_device(model))), "logits", None) is not None
     fig = Figure(figsize=(0.9 * columns + 1.2, 0.9 * len(rows) + 0.8))
     axes = fig.subplots(len(rows), columns, squeeze=False)
     for r, row in enumerate(rows):

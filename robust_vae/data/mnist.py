@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robust_vae.errors import DataError
+from robust_vae.core.errors import DataError
+from robust_vae.core.paths import default_cache_dir
 
 DATA_ENV = "ROBUST_VAE_DATA"
 IMAGE_SIZE = 32
@@ -52,14 +53,6 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return NUM_CLASSES[self.name]
-
-
-def default_cache_dir() -> Path:
-    """Folder for downloads and resumable state, outside any checkout."""
-    base = os.environ.get("ROBUST_VAE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "robust-vae"
-    )
-    return Path(base)
 
 
 def _check_dataset(name: str) -> str:

@@ -25,18 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from robust_vae.data import Dataset, default_cache_dir, load_dataset
-from robust_vae.errors import ConfigError, ZooError
-from robust_vae.zoo import Card, load_state, read_card, save_weights
+from robust_vae.core.paths import default_cache_dir
+from robust_vae.data.mnist import Dataset, load_dataset
+from robust_vae.core.devices import model_device
+from robust_vae.core.errors import ConfigError, ZooError
+from robust_vae.zoo.cards import Card, load_state, read_card, save_weights
 
 FAMILY = "latent-classifier"
-
-
-def model_device(module: nn.Module) -> torch.device:
-    """Device of ``module``'s first parameter or buffer (CPU when it has none)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 @dataclass(frozen=True)

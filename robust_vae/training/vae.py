@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from robust_vae.data import Dataset, default_cache_dir, load_dataset
+from robust_vae.core.paths import default_cache_dir
+from robust_vae.data.mnist import Dataset, load_dataset
 from robust_vae.models import LatentVAE, get_family
 from robust_vae.models.base import gaussian_kl, categorical_kl
 from robust_vae.zoo import Card, model_stem, models_root, save_weights
+from robust_vae.core.devices import model_device
 
 
 def config_digest(payload: dict[str, Any]) -> str:
@@ -96,7 +98,7 @@ def evaluate_vae(
     recon_accuracy: the classifier's accuracy on deterministic reconstructions.
     """
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     n = len(test)

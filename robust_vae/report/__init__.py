@@ -1,0 +1,1 @@
+"""Rendering results: tables (CSV, LaTeX, Markdown) and figures. Imports nothing above data."""
