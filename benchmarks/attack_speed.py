@@ -44,10 +44,11 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # NumPy/SciPy's OpenBLAS serves only the per-example SciPy loop (d-loop). Its worker threads
 # busy-wait between SciPy's many small BLAS calls and take a core from torch: measured here, the
@@ -58,6 +59,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import scipy.optimize  # noqa: E402
 import torch  # noqa: E402
+
 from robust_vae.core.devices import model_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -205,7 +207,8 @@ def scipy_loop(model: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor, c: fl
             with torch.no_grad():
                 target = model.encode(xt[i:i + 1])
 
-            def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+            def fun(z: np.ndarray, source: torch.Tensor = source,
+                    target: Any = target) -> tuple[float, np.ndarray]:
                 started, started_wall = time.process_time(), time.perf_counter()
                 x = torch.from_numpy(z).to(device, torch.float32).view_as(source).requires_grad_(True)
                 loss = posterior_kl(model, x, target) + c * squared_distortion(x, source)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_vae.cli.app import main as cli_main
 from robust_vae.analysis.comparison import Group, RunCounts, compare_runs, group_marginals, paired_tests
+from robust_vae.cli.app import main as cli_main
 from robust_vae.core.errors import DataError
 
 PAIRS = [(s, t) for s in range(10) for t in range(10) if s != t]
@@ -363,7 +363,7 @@ def test_study_runs_resumes_and_writes_its_tables(
 def test_study_command_entry_points(tiny_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "study.toml").write_text(TINY_STUDY)
     env = dict(os.environ, ROBUST_VAE_MODELS=str(tiny_zoo), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "robust_vae.analysis.study", str(tmp_path / "study.toml"), "--dry-run"],
+    result = subprocess.run([sys.executable, "-m", "robust_vae", "study", str(tmp_path / "study.toml"), "--dry-run"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "3 new, 6 skipped" in result.stdout

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from robust_vae.attacks import load_attack
-from robust_vae.models.classifier import LeNet
-from robust_vae.data.mnist import Dataset, class_pairs
 from robust_vae.core.errors import ConfigError
+from robust_vae.data.mnist import Dataset, class_pairs
 from robust_vae.evaluation.success_matrix import CELL_COLUMNS, EXAMPLE_COLUMNS, SuccessMatrix, success_matrix
+from robust_vae.models.classifier import LeNet
 from robust_vae.report.success import Z_95
 from robust_vae.zoo.cards import load_state, read_card
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from robust_vae.report import success as rep
 from robust_vae.core.errors import DataError
+from robust_vae.report import success as rep
 
 K = 10
 

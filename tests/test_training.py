@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from robust_vae.training import vae as training
 from robust_vae.data.mnist import Dataset
 from robust_vae.models import get_family
+from robust_vae.training import vae as training
 from robust_vae.training.vae import checkpoint_dir, train_vae
 from robust_vae.zoo.cards import MODELS_ENV, load_state, read_card, sha256_of
 

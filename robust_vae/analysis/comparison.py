@@ -29,17 +29,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from robust_vae.core.errors import ConfigError, DataError
-from robust_vae.report.success import RATE_LABELS, RATES, _latex_escape, _markdown_table
+from robust_vae.report.success import RATE_LABELS, RATES
+from robust_vae.report.tables import latex_escape, latex_table, markdown_table
 
 #: run.json keys that must agree for two runs to count as "the same attack setup"
 SETUP_KEYS = ("dataset", "attack", "hyperparameters", "per_pair", "seed", "classifier_sha256")
@@ -65,7 +66,7 @@ class RunCounts:
     hits_ignore_target: np.ndarray
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "RunCounts":
+    def load(cls, run_dir: str | Path) -> RunCounts:
         """Read a run folder: ``cells.csv`` and ``run.json``, checked against the per-example
         outcomes in ``examples.csv.gz`` when that file is present."""
         run = Path(run_dir)
@@ -144,7 +145,7 @@ class Group:
     runs: tuple[RunCounts, ...]
 
     @classmethod
-    def load(cls, run_dirs: Iterable[str | Path], label: str | None = None) -> "Group":
+    def load(cls, run_dirs: Iterable[str | Path], label: str | None = None) -> Group:
         runs = tuple(RunCounts.load(p) for p in run_dirs)
         if not runs:
             raise ConfigError("a group needs at least one run folder")
@@ -473,7 +474,7 @@ def comparisons_markdown(comparisons: Sequence[Comparison], notes: bool = True) 
                 f"{_signed_pp(m.difference)} [{_signed_pp(m.lo)}, {_signed_pp(m.hi)}]",
                 format_p(m.wilcoxon_p), format_p(m.permutation_p), f"{m.a_higher} / {m.b_higher} of {m.cells}",
             ])
-    parts = [_markdown_table(header, rows, align="llrrrrrr")]
+    parts = [markdown_table(header, rows, align="llrrrrrr")]
     if notes:
         lines = []
         for c in comparisons:
@@ -496,25 +497,19 @@ def comparisons_latex(comparisons: Sequence[Comparison], caption: str | None = N
     """A booktabs table: A, B and A − B (percentage points) with 95 % intervals and p-values."""
     caption = caption or ("Difference in mean attack success (A $-$ B, percentage points) with "
                           "hierarchical-bootstrap 95\\% intervals; paired tests over cells.")
-    lines = ["% requires \\usepackage{booktabs}", "\\begin{table}[htbp]", "\\centering", "\\small",
-             "\\begin{tabular}{llrrrrr}", "\\toprule",
-             "Comparison & Rate & A (\\%) & B (\\%) & A $-$ B (pp) & Wilcoxon $p$ & Sign-flip $p$ \\\\",
-             "\\midrule"]
-    for c in comparisons:
-        for m in c.metrics:
-            cells = [
-                _latex_escape(c.name), RATE_LABELS[m.metric],
-                f"{_pct(m.mean_a)} [{_pct(m.lo_a)}, {_pct(m.hi_a)}]",
-                f"{_pct(m.mean_b)} [{_pct(m.lo_b)}, {_pct(m.hi_b)}]",
-                f"${_signed_pp(m.difference)}$ [${_signed_pp(m.lo)}$, ${_signed_pp(m.hi)}$]",
-                format_p(m.wilcoxon_p).replace("<", "$<$"), format_p(m.permutation_p).replace("<", "$<$"),
-            ]
-            lines.append(" & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
-              "\\end{table}"]
-    for c in comparisons:
-        lines += [f"% {c.name}: " + _latex_comment(w) for w in c.warnings]
-    return "\n".join(lines) + "\n"
+    header = ["Comparison", "Rate", "A (\\%)", "B (\\%)", "A $-$ B (pp)", "Wilcoxon $p$", "Sign-flip $p$"]
+    rows = [
+        [
+            latex_escape(c.name), RATE_LABELS[m.metric],
+            f"{_pct(m.mean_a)} [{_pct(m.lo_a)}, {_pct(m.hi_a)}]",
+            f"{_pct(m.mean_b)} [{_pct(m.lo_b)}, {_pct(m.hi_b)}]",
+            f"${_signed_pp(m.difference)}$ [${_signed_pp(m.lo)}$, ${_signed_pp(m.hi)}$]",
+            format_p(m.wilcoxon_p).replace("<", "$<$"), format_p(m.permutation_p).replace("<", "$<$"),
+        ]
+        for c in comparisons for m in c.metrics
+    ]
+    comments = [f"{c.name}: " + _latex_comment(w) for c in comparisons for w in c.warnings]
+    return latex_table("llrrrrr", header, rows, caption=caption, label=label, size="small", comments=comments)
 
 
 def _latex_comment(text: str) -> str:
@@ -541,19 +536,3 @@ def default_out(runs: Sequence[str | Path], label_a: str, label_b: str) -> Path:
     slug = "-".join("".join(ch if ch.isalnum() else "-" for ch in s).strip("-").lower()
                     for s in (label_a, "vs", label_b))
     return common / f"compare-{slug}"
-
-
-# ----------------------------------------------------------------------------- command
-def main_compare(args: Any) -> int:
-    """``robust-vae compare --a RUN_DIR... --b RUN_DIR...``: write and print the comparison."""
-    from robust_vae.cli.app import _writable
-
-    comparison = compare_runs(args.a, args.b, args.label_a, args.label_b, bootstrap=args.bootstrap,
-                              seed=args.seed, permutations=args.permutations)
-    out = _writable(args.out or default_out([*args.a, *args.b], comparison.label_a, comparison.label_b))
-    paths = comparison.save(out)
-    for warning in comparison.warnings:
-        print(f"robust-vae compare: warning: {warning}", file=sys.stderr)
-    print(comparison.to_markdown())
-    print(f"wrote {', '.join(str(p) for p in paths)}")
-    return 0

@@ -1,6 +1,6 @@
 """A reproduction study as data: which runs to make, and which tables to draw from them.
 
-``robust-vae study reports/mnist/study/study.toml`` (or ``python -m robust_vae.analysis.study ...``)
+``robust-vae study reports/mnist/study/study.toml`` (or ``python -m robust_vae study ...``)
 runs every missing run of the study into ``<study folder>/runs/<model>-seed<S>/<recipe>/``
 with the resumable ``robust-vae attack`` code, then writes, next to the study file:
 
@@ -52,16 +52,41 @@ The study file (TOML)::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import sys
-import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
+import numpy as np
+import pandas as pd
+import tomllib
+
+from robust_vae.analysis.comparison import (
+    Group,
+    RunCounts,
+    compare_groups,
+    comparisons_markdown,
+    format_p,
+    group_marginals,
+    save_comparisons,
+)
+from robust_vae.attacks import is_recipe, read_recipe
 from robust_vae.core.errors import ConfigError, RobustVAEError, ZooError
+from robust_vae.evaluation.run_config import RunConfig
+from robust_vae.evaluation.runner import run_attack
+from robust_vae.report.success import (
+    RATE_LABELS,
+    RATES,
+    marginals_csv_frame,
+    marginals_latex,
+    marginals_markdown,
+    new_figure,
+    plot_marginal_bars,
+    save_figure,
+)
+from robust_vae.report.tables import latex_escape, latex_table, markdown_table
 
 STUDY_KEYS = {"name", "description", "dataset", "per_pair", "seed", "batch_size", "main_recipe",
               "bootstrap", "bootstrap_seed", "permutations", "runs_dir", "set"}
@@ -238,32 +263,23 @@ class RunStatus:
     units_done: int = 0
 
 
-def _canonical(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+def run_config(study: Study, spec: RunSpec, device: str = "cpu", data_dir: str | None = None) -> RunConfig:
+    """The :class:`RunConfig` that makes ``spec``'s run."""
+    return RunConfig.create(
+        spec.model, dataset=study.dataset, model_seed=spec.seed, recipe=spec.recipe, overrides=study.overrides,
+        per_pair=spec.per_pair, seed=study.seed, batch_size=study.batch_size, device=device, data_dir=data_dir,
+    )
 
 
 def expected_fingerprint(study: Study, spec: RunSpec) -> dict[str, Any]:
-    """The ``config.json`` that :func:`robust_vae.evaluation.success_matrix` writes for ``spec``.
+    """The ``config.json`` that ``spec``'s run folder holds once made.
 
     Raises ZooError for a model seed not in the zoo and ConfigError for an unusable recipe.
     """
-    from robust_vae.attacks import load_attack
-    from robust_vae.zoo.cards import find_card
-
-    card = find_card(spec.model, study.dataset, spec.seed)
-    classifier = find_card("classifier", study.dataset, None)
-    attack = load_attack(spec.recipe, **study.overrides)
-    return _canonical({
-        "model": spec.model, "model_seed": spec.seed, "weights_sha256": card.data["sha256"],
-        "dataset": study.dataset, "attack": attack.name, "hyperparameters": attack.hyperparameters(),
-        "per_pair": spec.per_pair, "seed": study.seed, "batch_size": study.batch_size,
-        "classifier_sha256": classifier.data["sha256"],
-    })
+    return run_config(study, spec).fingerprint()
 
 
 def run_status(study: Study, spec: RunSpec) -> RunStatus:
-    from robust_vae.attacks import is_recipe, read_recipe
-
     if not is_recipe(spec.recipe):
         return RunStatus(spec, "skipped", f"recipe {spec.recipe!r} does not exist yet (no {spec.recipe}.toml "
                                           "among the shipped recipes)")
@@ -313,59 +329,24 @@ def format_status(statuses: Sequence[RunStatus], root: Path | None = None) -> st
 
 
 # ----------------------------------------------------------------------------- running
-@contextlib.contextmanager
-def _argv(argv: list[str]) -> Iterator[None]:
-    """Make ``sys.argv`` the equivalent ``robust-vae attack`` command while a run is made, so
-    that its run.json records the command that reproduces it on its own."""
-    saved = sys.argv
-    sys.argv = ["robust-vae", *argv]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-def attack_argv(study: Study, spec: RunSpec, device: str = "cpu", data_dir: str | None = None,
-                threads: int | None = None) -> list[str]:
-    """The ``robust-vae attack`` arguments that make ``spec``'s run."""
-    argv = ["attack", "--model", spec.model, "--dataset", study.dataset, "--seed-model", str(spec.seed),
-            "--attack", spec.recipe, "--seed", str(study.seed), "--batch-size", str(study.batch_size),
-            "--out", str(spec.folder), "--device", device]
-    argv += ["--full"] if spec.per_pair is None else ["--per-pair", str(spec.per_pair)]
-    for key, value in study.overrides.items():
-        argv += ["--set", f"{key}={json.dumps(value)}"]
-    if data_dir:
-        argv += ["--data-dir", str(data_dir)]
-    if threads:
-        argv += ["--threads", str(threads)]
-    return argv
-
-
 def run_missing(study: Study, statuses: Sequence[RunStatus], device: str = "cpu",
-                data_dir: str | None = None, threads: int | None = None,
-                log: Any = print) -> list[RunSpec]:
+                data_dir: str | None = None, log: Any = print) -> list[RunSpec]:
     """Make every ``new`` or ``partial`` run (resuming partial ones); returns those made."""
-    from robust_vae.cli.app import build_parser, cmd_attack
-
     todo = [st for st in statuses if st.state in ("new", "partial")]
     made = []
     for i, st in enumerate(todo, 1):
-        argv = attack_argv(study, st.spec, device, data_dir, threads)
+        config = run_config(study, st.spec, device, data_dir)
         verb = "resuming" if st.state == "partial" else "running"
         log(f"[{i}/{len(todo)}] {verb} {st.spec.model} seed {st.spec.seed} / {st.spec.recipe}: "
-            f"robust-vae {' '.join(argv)}")
-        args = build_parser().parse_args(argv)
-        with _argv(argv):
-            cmd_attack(args)
+            f"{config.command(st.spec.folder)}")
+        run_attack(config, st.spec.folder)
         made.append(st.spec)
     return made
 
 
 # ----------------------------------------------------------------------------- reporting
-def _groups(study: Study, done: dict[tuple[str, int, str], RunSpec]) -> dict[tuple[str, str], Any]:
+def _groups(study: Study, done: dict[tuple[str, int, str], RunSpec]) -> dict[tuple[str, str], Group]:
     """(model, recipe) -> comparison.Group over every finished seed, seeds ascending."""
-    from robust_vae.analysis.comparison import Group, RunCounts
-
     keys = sorted({(m, r) for m, _, r in done})
     groups = {}
     for model, recipe in keys:
@@ -375,14 +356,15 @@ def _groups(study: Study, done: dict[tuple[str, int, str], RunSpec]) -> dict[tup
     return groups
 
 
-def _seed_group(group: Any, seed: int) -> Any:
-    from robust_vae.analysis.comparison import Group
-
+def _seed_group(group: Group | None, seed: int) -> Group | None:
+    """The runs of ``group`` made with model seed ``seed`` (None if there are none)."""
+    if group is None:
+        return None
     runs = tuple(r for r in group.runs if r.metadata.get("model_seed") == seed)
     return Group(group.label, runs) if runs else None
 
 
-def _write(out: Path, name: str, text: str) -> Path:
+def write_text(out: Path, name: str, text: str) -> Path:
     path = out / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -394,65 +376,97 @@ def _seeds_label(group: Any) -> str:
     return f"{group.label} ({k} seed{'s' if k != 1 else ''})"
 
 
+@dataclass
+class _Report:
+    """What the report's sections share: the study, its finished runs grouped, the parts written."""
+
+    study: Study
+    groups: dict[tuple[str, str], Group]
+    log: Any
+    parts: dict[str, Any] = field(default_factory=lambda: {"written": [], "figures": []})
+
+    @property
+    def out(self) -> Path:
+        return self.study.out_dir
+
+    @property
+    def main(self) -> dict[str, Group]:
+        """model -> group of its runs under the main recipe."""
+        return {m: g for (m, r), g in self.groups.items() if r == self.study.main_recipe}
+
+    def note(self, path: Path) -> Path:
+        self.parts["written"].append(path)
+        return path
+
+    def write(self, name: str, text: str) -> Path:
+        return self.note(write_text(self.out, name, text))
+
+    def marginal_intervals(self) -> dict[str, pd.DataFrame]:
+        """model -> bootstrap marginals of its main-recipe runs (marginal and figure models)."""
+        study, main = self.study, self.main
+        return {model: group_marginals(main[model], study.bootstrap, study.bootstrap_seed)
+                for model in dict.fromkeys(study.marginal_models + study.figure_models) if model in main}
+
+
 def report(study: Study, statuses: Sequence[RunStatus], log: Any = print) -> dict[str, Any]:
     """Write every table, figure and ``results.md`` from the finished runs; returns the parts."""
-    import numpy as np
-    import pandas as pd
-
-    from robust_vae.analysis.comparison import (compare_groups, comparisons_markdown, group_marginals,
-                                       save_comparisons)
-    from robust_vae.report.success import (RATE_LABELS, RATES, _latex_escape, _markdown_table,
-                                      marginals_csv_frame, marginals_latex, marginals_markdown,
-                                      plot_marginal_bars)
-
-    out = study.out_dir
     done = {st.spec.key: st.spec for st in statuses if st.state == "done"}
-    groups = _groups(study, done)
-    main = {m: g for (m, r), g in groups.items() if r == study.main_recipe}
-    parts: dict[str, Any] = {"written": []}
-    seed = study.bootstrap_seed
+    rep = _Report(study, _groups(study, done), log)
+    if rep.groups:  # the ordered class pairs of the dataset, K(K − 1)
+        rep.parts["cells"] = int(next(iter(rep.groups.values())).runs[0].n.size)
+    intervals = rep.marginal_intervals()
+    _report_marginals(rep, intervals)
+    _report_marginal_figures(rep, intervals)
+    _report_seeds(rep)
+    _report_comparisons(rep)
+    if study.attack_strength:
+        _report_attack_strength(rep, study.attack_strength)
+    results = results_markdown(study, statuses, rep.parts)
+    rep.write("results.md", results)
+    rep.parts["results_md"] = results
+    return rep.parts
 
-    def note(path: Path) -> None:
-        parts["written"].append(path)
 
-    # ---- marginals of the main recipe, mean over seeds, with intervals
-    intervals: dict[str, pd.DataFrame] = {}
-    for model in dict.fromkeys(study.marginal_models + study.figure_models):
-        if model in main:
-            intervals[model] = group_marginals(main[model], study.bootstrap, seed)
+def _report_marginals(rep: _Report, intervals: dict[str, pd.DataFrame]) -> None:
+    """marginals.{csv,tex,md} (side by side, mean over seeds) and marginals-intervals.csv."""
+    study, main, out = rep.study, rep.main, rep.out
     by_model = {_seeds_label(main[m]): intervals[m] for m in study.marginal_models if m in main}
-    if by_model:
-        marginals_csv_frame(by_model).to_csv(out / "marginals.csv", index=False)
-        note(out / "marginals.tex")
-        _write(out, "marginals.tex", marginals_latex(
-            by_model, caption=f"Marginal attack success per source digit ({_latex_escape(study.main_recipe)} "
-            "attack), mean over model seeds.", label="tab:study-marginals"))
-        parts["marginals_md"] = marginals_markdown(by_model)
-        note(_write(out, "marginals.md", parts["marginals_md"] + "\n"))
-        note(out / "marginals.csv")
-        rows = []
-        for model, frame in intervals.items():
-            for rec in frame.to_dict("records"):
-                rows.append({"model": model, "seeds": len(main[model].runs), **rec})
-        pd.DataFrame(rows).to_csv(out / "marginals-intervals.csv", index=False, float_format="%.6f")
-        note(out / "marginals-intervals.csv")
+    if not by_model:
+        return
+    marginals_csv_frame(by_model).to_csv(out / "marginals.csv", index=False)
+    rep.write("marginals.tex", marginals_latex(
+        by_model, caption=f"Marginal attack success per source digit ({latex_escape(study.main_recipe)} "
+        "attack), mean over model seeds.", label="tab:study-marginals"))
+    rep.parts["marginals_md"] = marginals_markdown(by_model)
+    rep.write("marginals.md", rep.parts["marginals_md"] + "\n")
+    rep.note(out / "marginals.csv")
+    rows = [{"model": model, "seeds": len(main[model].runs), **rec}
+            for model, frame in intervals.items() for rec in frame.to_dict("records")]
+    pd.DataFrame(rows).to_csv(out / "marginals-intervals.csv", index=False, float_format="%.6f")
+    rep.note(out / "marginals-intervals.csv")
 
-    # ---- figures: marginal bars with intervals per model
+
+def _report_marginal_figures(rep: _Report, intervals: dict[str, pd.DataFrame]) -> None:
+    """figures/marginals-<rate>.png: bars per source with bootstrap intervals, one colour per model."""
+    study, main = rep.study, rep.main
     figure_models = {_seeds_label(main[m]): intervals[m] for m in study.figure_models if m in main}
-    parts["figures"] = []
-    if figure_models:
-        for rate in RATES:
-            path = out / "figures" / f"marginals-{rate.replace('_', '-')}.png"
-            bounds = {label: frame.loc[frame["kind"] == "source", ["cls", f"{rate}_lo", f"{rate}_hi"]]
-                      .rename(columns={f"{rate}_lo": "lo", f"{rate}_hi": "hi"})
-                      for label, frame in figure_models.items()}
-            plot_marginal_bars(figure_models, path, metric=rate, intervals=bounds,
-                               title=f"{RATE_LABELS[rate]} per source, {study.main_recipe} attack "
-                                     "(mean over seeds, bootstrap 95% CI)")
-            parts["figures"].append(path)
-            note(path)
+    if not figure_models:
+        return
+    for rate in RATES:
+        path = rep.out / "figures" / f"marginals-{rate.replace('_', '-')}.png"
+        bounds = {label: frame.loc[frame["kind"] == "source", ["cls", f"{rate}_lo", f"{rate}_hi"]]
+                  .rename(columns={f"{rate}_lo": "lo", f"{rate}_hi": "hi"})
+                  for label, frame in figure_models.items()}
+        plot_marginal_bars(figure_models, path, metric=rate, intervals=bounds,
+                           title=f"{RATE_LABELS[rate]} per source, {study.main_recipe} attack "
+                                 "(mean over seeds, bootstrap 95% CI)")
+        rep.parts["figures"].append(path)
+        rep.note(path)
 
-    # ---- per-seed variation
+
+def _report_seeds(rep: _Report) -> None:
+    """seeds.{csv,md,tex}: each model seed's overall rates and their spread."""
+    study, main, out = rep.study, rep.main, rep.out
     seed_rows = []
     for model in dict.fromkeys(study.marginal_models + study.figure_models):
         if model not in main:
@@ -462,23 +476,29 @@ def report(study: Study, statuses: Sequence[RunStatus], log: Any = print) -> dic
             seed_rows.append({"model": model, "seed": run.metadata.get("model_seed"),
                               "kept": int(run.n.sum()),
                               **{rate: float(np.nanmean(rates[rate])) for rate in RATES}})
-    if seed_rows:
-        seeds_frame = pd.DataFrame(seed_rows)
-        (seeds_frame.assign(**{r: 100 * seeds_frame[r] for r in RATES})
-         .rename(columns={r: f"{r}_pct" for r in RATES})
-         .to_csv(out / "seeds.csv", index=False, float_format="%.4f"))
-        note(out / "seeds.csv")
-        parts["seeds_md"] = _seeds_markdown(seeds_frame, _markdown_table, RATE_LABELS, RATES)
-        note(_write(out, "seeds.md", parts["seeds_md"] + "\n"))
-        note(_write(out, "seeds.tex", _seeds_latex(seeds_frame, RATE_LABELS, RATES, _latex_escape)))
+    if not seed_rows:
+        return
+    seeds_frame = pd.DataFrame(seed_rows)
+    (seeds_frame.assign(**{r: 100 * seeds_frame[r] for r in RATES})
+     .rename(columns={r: f"{r}_pct" for r in RATES})
+     .to_csv(out / "seeds.csv", index=False, float_format="%.4f"))
+    rep.note(out / "seeds.csv")
+    rep.parts["seeds_md"] = _seeds_markdown(seeds_frame)
+    rep.write("seeds.md", rep.parts["seeds_md"] + "\n")
+    rep.write("seeds.tex", _seeds_latex(seeds_frame))
 
-    # ---- model comparisons
+
+def _report_comparisons(rep: _Report) -> None:
+    """comparisons.{csv,tex,md}: each [[comparisons]] entry under the main recipe over all seeds
+    and, with [attack_strength] compare_models, under each other recipe at its seed."""
+    study, main, groups = rep.study, rep.main, rep.groups
+    seed = study.bootstrap_seed
     comps = []
     for c in study.comparisons:
         a, b = main.get(c["a"]), main.get(c["b"])
         if a is None or b is None:
             missing = [m for m, g in ((c["a"], a), (c["b"], b)) if g is None]
-            log(f"comparison {c['name']}: skipped, no finished {study.main_recipe} run of {', '.join(missing)}")
+            rep.log(f"comparison {c['name']}: skipped, no finished {study.main_recipe} run of {', '.join(missing)}")
             continue
         comps.append(compare_groups(a, b, study.bootstrap, seed, study.permutations,
                                     name=f"{c['name']} ({study.main_recipe}, seeds "
@@ -489,103 +509,100 @@ def report(study: Study, statuses: Sequence[RunStatus], log: Any = print) -> dic
             if recipe == study.main_recipe:
                 continue
             for c in study.comparisons:
-                ga, gb = groups.get((c["a"], recipe)), groups.get((c["b"], recipe))
-                ga = ga and _seed_group(ga, strength["seed"])
-                gb = gb and _seed_group(gb, strength["seed"])
+                ga = _seed_group(groups.get((c["a"], recipe)), strength["seed"])
+                gb = _seed_group(groups.get((c["b"], recipe)), strength["seed"])
                 if ga is None or gb is None:
                     continue
                 comps.append(compare_groups(ga, gb, study.bootstrap, seed, study.permutations,
                                             name=f"{c['name']} ({recipe}, seed {strength['seed']})"))
-    parts["comparisons"] = comps
+    rep.parts["comparisons"] = comps
     if comps:
-        for path in save_comparisons(comps, out, stem="comparisons", label="tab:study-comparisons"):
-            note(path)
-        parts["comparisons_md"] = comparisons_markdown(comps)
-
-    # ---- attack strength
-    if strength:
-        table_rows, recipe_comps = [], []
-        for model in strength["models"]:
-            base = groups.get((model, strength["baseline"]))
-            base = base and _seed_group(base, strength["seed"])
-            for recipe in strength["recipes"]:
-                group = groups.get((model, recipe))
-                group = group and _seed_group(group, strength["seed"])
-                if group is None:
-                    continue
-                overall = group_marginals(group, study.bootstrap, seed)
-                overall = overall[overall["kind"] == "overall"].iloc[0]
-                table_rows.append({"model": model, "recipe": recipe, "seed": strength["seed"],
-                                   **{k: float(overall[k]) for k in overall.index if k.startswith("as_")}})
-                if recipe != strength["baseline"] and base is not None:
-                    recipe_comps.append(compare_groups(group, base, study.bootstrap, seed, study.permutations,
-                                                       name=f"{model}: {recipe} vs {strength['baseline']} "
-                                                            f"(seed {strength['seed']})"))
-        if table_rows:
-            attacks = pd.DataFrame(table_rows)
-            attacks["rank_as_target"] = attacks.groupby("model")["as_target"].rank(ascending=False, method="min").astype(int)
-            pct = {c: 100 * attacks[c] for c in attacks.columns if c.startswith("as_")}
-            (attacks.assign(**pct).rename(columns={c: f"{c}_pct" for c in pct})
-             .to_csv(out / "attacks.csv", index=False, float_format="%.4f"))
-            note(out / "attacks.csv")
-            parts["attacks_md"] = _attacks_markdown(attacks, _markdown_table)
-            parts["ordering"] = attack_ordering(attacks)
-            note(_write(out, "attacks.md", parts["attacks_md"] + "\n\n" + parts["ordering"] + "\n"))
-            note(_write(out, "attacks.tex", _attacks_latex(attacks, _latex_escape)))
-            path = out / "figures" / "attacks.png"
-            plot_attack_strength(attacks, path, title=f"Overall success per attack (model seed {strength['seed']}, "
-                                                      "bootstrap 95% CI over examples)")
-            parts["figures"].append(path)
-            note(path)
-        parts["attack_comparisons"] = recipe_comps
-        if recipe_comps:
-            for path in save_comparisons(recipe_comps, out, stem="attacks-comparisons",
-                                         label="tab:study-attacks-comparisons"):
-                note(path)
-            parts["attack_comparisons_md"] = comparisons_markdown(recipe_comps)
-
-    results = results_markdown(study, statuses, parts)
-    note(_write(out, "results.md", results))
-    parts["results_md"] = results
-    return parts
+        for path in save_comparisons(comps, rep.out, stem="comparisons", label="tab:study-comparisons"):
+            rep.note(path)
+        rep.parts["comparisons_md"] = comparisons_markdown(comps)
 
 
-def _seeds_markdown(frame: Any, table: Any, labels: dict[str, str], rates: Sequence[str]) -> str:
-    import numpy as np
+def _report_attack_strength(rep: _Report, strength: dict[str, Any]) -> None:
+    """attacks.{csv,md,tex}, figures/attacks.png and attacks-comparisons.{csv,tex,md}."""
+    study, groups = rep.study, rep.groups
+    study_seed = study.bootstrap_seed
+    table_rows, recipe_comps = [], []
+    for model in strength["models"]:
+        base = _seed_group(groups.get((model, strength["baseline"])), strength["seed"])
+        for recipe in strength["recipes"]:
+            group = _seed_group(groups.get((model, recipe)), strength["seed"])
+            if group is None:
+                continue
+            overall = group_marginals(group, study.bootstrap, study_seed)
+            overall = overall[overall["kind"] == "overall"].iloc[0]
+            table_rows.append({"model": model, "recipe": recipe, "seed": strength["seed"],
+                               **{k: float(overall[k]) for k in overall.index if k.startswith("as_")}})
+            if recipe != strength["baseline"] and base is not None:
+                recipe_comps.append(compare_groups(group, base, study.bootstrap, study_seed, study.permutations,
+                                                   name=f"{model}: {recipe} vs {strength['baseline']} "
+                                                        f"(seed {strength['seed']})"))
+    if table_rows:
+        _write_attacks_table(rep, pd.DataFrame(table_rows), strength)
+    rep.parts["attack_comparisons"] = recipe_comps
+    if recipe_comps:
+        for path in save_comparisons(recipe_comps, rep.out, stem="attacks-comparisons",
+                                     label="tab:study-attacks-comparisons"):
+            rep.note(path)
+        rep.parts["attack_comparisons_md"] = comparisons_markdown(recipe_comps)
 
+
+def _write_attacks_table(rep: _Report, attacks: pd.DataFrame, strength: dict[str, Any]) -> None:
+    attacks["rank_as_target"] = attacks.groupby("model")["as_target"].rank(ascending=False, method="min").astype(int)
+    pct = {c: 100 * attacks[c] for c in attacks.columns if c.startswith("as_")}
+    (attacks.assign(**pct).rename(columns={c: f"{c}_pct" for c in pct})
+     .to_csv(rep.out / "attacks.csv", index=False, float_format="%.4f"))
+    rep.note(rep.out / "attacks.csv")
+    rep.parts["attacks_md"] = _attacks_markdown(attacks)
+    rep.parts["ordering"] = attack_ordering(attacks)
+    rep.write("attacks.md", rep.parts["attacks_md"] + "\n\n" + rep.parts["ordering"] + "\n")
+    rep.write("attacks.tex", _attacks_latex(attacks))
+    path = rep.out / "figures" / "attacks.png"
+    plot_attack_strength(attacks, path, title=f"Overall success per attack (model seed {strength['seed']}, "
+                                              "bootstrap 95% CI over examples)")
+    rep.parts["figures"].append(path)
+    rep.note(path)
+
+
+def _seed_rows(frame: pd.DataFrame) -> tuple[list[int], list[tuple[str, str, dict[int, float], np.ndarray]]]:
+    """The seeds, and per (model, rate): its values by seed and as an array."""
     seeds = sorted({int(s) for s in frame["seed"]})
-    header = ["model", "rate", *(f"seed {s}" for s in seeds), "mean", "SD", "min – max"]
     rows = []
     for model, part in frame.groupby("model", sort=False):
-        for rate in rates:
+        for rate in RATES:
             values = {int(s): v for s, v in zip(part["seed"], part[rate])}
-            v = np.array(list(values.values()), float)
-            sd = f"{100 * v.std(ddof=1):.2f}" if len(v) > 1 else "n/a"
-            rows.append([model, labels[rate], *(f"{100 * values[s]:.2f}%" if s in values else "–" for s in seeds),
-                         f"{100 * v.mean():.2f}%", sd, f"{100 * v.min():.2f} – {100 * v.max():.2f}"])
-    return table(header, rows, align="ll" + "r" * (len(header) - 2)) + (
+            rows.append((str(model), rate, values, np.array(list(values.values()), float)))
+    return seeds, rows
+
+
+def _sd(v: np.ndarray) -> str:
+    return f"{100 * v.std(ddof=1):.2f}" if len(v) > 1 else "n/a"
+
+
+def _seeds_markdown(frame: pd.DataFrame) -> str:
+    seeds, rows = _seed_rows(frame)
+    header = ["model", "rate", *(f"seed {s}" for s in seeds), "mean", "SD", "min – max"]
+    body = [[model, RATE_LABELS[rate], *(f"{100 * values[s]:.2f}%" if s in values else "–" for s in seeds),
+             f"{100 * v.mean():.2f}%", _sd(v), f"{100 * v.min():.2f} – {100 * v.max():.2f}"]
+            for model, rate, values, v in rows]
+    return markdown_table(header, body, align="ll" + "r" * (len(header) - 2)) + (
         "\n\nOverall rates per model seed (unweighted mean over cells); SD across seeds in percentage points.")
 
 
-def _seeds_latex(frame: Any, labels: dict[str, str], rates: Sequence[str], escape: Any) -> str:
-    import numpy as np
-
-    seeds = sorted({int(s) for s in frame["seed"]})
-    lines = ["% requires \\usepackage{booktabs}", "\\begin{table}[htbp]", "\\centering",
-             f"\\begin{{tabular}}{{ll{'r' * (len(seeds) + 2)}}}", "\\toprule",
-             "Model & Rate & " + " & ".join(f"Seed {s}" for s in seeds) + " & Mean & SD \\\\", "\\midrule"]
-    for model, part in frame.groupby("model", sort=False):
-        for rate in rates:
-            values = {int(s): v for s, v in zip(part["seed"], part[rate])}
-            v = np.array(list(values.values()), float)
-            cells = [f"{100 * values[s]:.2f}\\%" if s in values else "--" for s in seeds]
-            sd = f"{100 * v.std(ddof=1):.2f}" if len(v) > 1 else "n/a"
-            lines.append(f"{escape(model)} & {labels[rate]} & " + " & ".join(cells)
-                         + f" & {100 * v.mean():.2f}\\% & {sd} \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}",
-              "\\caption{Overall attack success per model seed (SD in percentage points).}",
-              "\\label{tab:study-seeds}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
+def _seeds_latex(frame: pd.DataFrame) -> str:
+    seeds, rows = _seed_rows(frame)
+    header = ["Model", "Rate", *(f"Seed {s}" for s in seeds), "Mean", "SD"]
+    body = [[latex_escape(model), RATE_LABELS[rate],
+             *(f"{100 * values[s]:.2f}\\%" if s in values else "--" for s in seeds),
+             f"{100 * v.mean():.2f}\\%", _sd(v)]
+            for model, rate, values, v in rows]
+    return latex_table(f"ll{'r' * (len(seeds) + 2)}", header, body,
+                       caption="Overall attack success per model seed (SD in percentage points).",
+                       label="tab:study-seeds")
 
 
 def _ci(frame_row: Any, rate: str) -> str:
@@ -593,25 +610,21 @@ def _ci(frame_row: Any, rate: str) -> str:
             f"{100 * frame_row[rate + '_hi']:.2f}]")
 
 
-def _attacks_markdown(attacks: Any, table: Any) -> str:
+def _attacks_markdown(attacks: pd.DataFrame) -> str:
     header = ["model", "recipe", "seed", "AS target (95% CI)", "AS ignore-target (95% CI)", "rank (AS target)"]
     rows = [[r["model"], r["recipe"], str(r["seed"]), _ci(r, "as_target"), _ci(r, "as_ignore_target"),
              str(r["rank_as_target"])] for r in attacks.to_dict("records")]
-    return table(header, rows, align="llrrrr")
+    return markdown_table(header, rows, align="llrrrr")
 
 
-def _attacks_latex(attacks: Any, escape: Any) -> str:
-    lines = ["% requires \\usepackage{booktabs}", "\\begin{table}[htbp]", "\\centering",
-             "\\begin{tabular}{llrr}", "\\toprule", "Model & Attack & AS target (\\%) & AS ignore-target (\\%) \\\\",
-             "\\midrule"]
-    for r in attacks.to_dict("records"):
-        cells = [f"{100 * r[k]:.2f} [{100 * r[k + '_lo']:.2f}, {100 * r[k + '_hi']:.2f}]"
-                 for k in ("as_target", "as_ignore_target")]
-        lines.append(f"{escape(r['model'])} & {escape(r['recipe'])} & " + " & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}",
-              "\\caption{Overall attack success per attack (bootstrap 95\\% intervals over examples).}",
-              "\\label{tab:study-attacks}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
+def _attacks_latex(attacks: pd.DataFrame) -> str:
+    rows = [[latex_escape(r["model"]), latex_escape(r["recipe"]),
+             *(f"{100 * r[k]:.2f} [{100 * r[k + '_lo']:.2f}, {100 * r[k + '_hi']:.2f}]"
+               for k in ("as_target", "as_ignore_target"))]
+            for r in attacks.to_dict("records")]
+    return latex_table("llrr", ["Model", "Attack", "AS target (\\%)", "AS ignore-target (\\%)"], rows,
+                       caption="Overall attack success per attack (bootstrap 95\\% intervals over examples).",
+                       label="tab:study-attacks")
 
 
 def _chain(names: Any, values: Any) -> str:
@@ -641,13 +654,10 @@ def attack_ordering(attacks: Any) -> str:
 def plot_attack_strength(attacks: Any, path: Path, title: str = "") -> None:
     """Grouped bars: overall AS target and AS ignore-target per model, one bar per recipe,
     with the bootstrap interval as error bars."""
-    import numpy as np
-
-    from robust_vae.report.success import RATE_LABELS, RATES, _new_figure, _save
 
     models = list(dict.fromkeys(attacks["model"]))
     recipes = list(dict.fromkeys(attacks["recipe"]))
-    fig = _new_figure(max(7.0, 1.2 * len(models) * len(recipes) * 0.6 + 2), 4.0)
+    fig = new_figure(max(7.0, 1.2 * len(models) * len(recipes) * 0.6 + 2), 4.0)
     axes = fig.subplots(1, 2)
     width = 0.8 / max(1, len(recipes))
     x = np.arange(len(models))
@@ -665,13 +675,11 @@ def plot_attack_strength(attacks: Any, path: Path, title: str = "") -> None:
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[str, Any]) -> str:
     """``results.md``: the setup, every run's state, and every table of the study."""
-    from robust_vae.attacks import read_recipe
-
     command = study.command or f"robust-vae study {study.path}"
     size = "every test pair (full test set)" if study.per_pair is None else (
         f"{study.per_pair} (source, target) test pairs sampled per cell before the clean-reconstruction filter")
@@ -679,7 +687,7 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
     if others:
         size += f" (runs tables with their own per_pair: {', '.join(others)}; see the runs table)"
     lines = [f"# {study.name}: results", "",
-             f"Generated by `{command}` from the run folders under `{_rel(study.runs_dir, study.out_dir)}/`; "
+             f"Generated by `{command}` from the run folders under `{relative_path(study.runs_dir, study.out_dir)}/`; "
              "do not edit by hand: rerun the command to regenerate this file.", ""]
     if study.description:
         lines += [study.description, ""]
@@ -689,7 +697,7 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
               f"{json.dumps(study.overrides) if study.overrides else 'none'}",
               f"- intervals: hierarchical bootstrap ({study.bootstrap} replicates, seed {study.bootstrap_seed}): "
               "model seeds resampled, then examples within each cell; percentile 95 %",
-              f"- paired tests over the 90 cells: Wilcoxon signed-rank and sign-flip permutation "
+              f"- paired tests over the {parts.get('cells', 'K(K−1)')} cells: Wilcoxon signed-rank and sign-flip permutation "
               f"({study.permutations} flips)", ""]
     recipes = sorted({st.spec.recipe for st in statuses if st.state != "skipped"})
     for name in recipes:
@@ -703,10 +711,8 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
             with contextlib.suppress(OSError, ValueError, KeyError):
                 kept = str(json.loads((st.spec.folder / "run.json").read_text()).get("examples_attacked", ""))
         rows.append([st.spec.model, str(st.spec.seed), st.spec.recipe, _pairs_label(st.spec.per_pair), st.state,
-                     kept, st.reason or f"`{_rel(st.spec.folder, study.out_dir)}`"])
-    from robust_vae.report.success import _markdown_table
-
-    lines.append(_markdown_table(["model", "seed", "recipe", "pairs per cell", "state", "attacked examples",
+                     kept, st.reason or f"`{relative_path(st.spec.folder, study.out_dir)}`"])
+    lines.append(markdown_table(["model", "seed", "recipe", "pairs per cell", "state", "attacked examples",
                                   "folder / note"], rows, align="lrlrlrl"))
     sections = [
         ("Marginals per source digit (main recipe, mean over seeds)", "marginals_md"),
@@ -721,7 +727,7 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
             lines += (["", f"## {title}"] if title else []) + ["", parts[key].rstrip()]
     if parts.get("figures"):
         lines += ["", "## Figures", ""]
-        lines += [f"![{p.stem}]({_rel(p, study.out_dir)})" for p in parts["figures"]]
+        lines += [f"![{p.stem}]({relative_path(p, study.out_dir)})" for p in parts["figures"]]
     return "\n".join(line for line in lines) + "\n"
 
 
@@ -729,7 +735,7 @@ def _pairs_label(per_pair: int | None) -> str:
     return "full" if per_pair is None else str(per_pair)
 
 
-def _rel(path: Path, root: Path) -> str:
+def relative_path(path: Path, root: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(Path(root).resolve()))
     except ValueError:
@@ -742,9 +748,6 @@ def readme_draft(study: Study, parts: dict[str, Any]) -> str:
     The draft states only what the numbers say (direction when the interval excludes 0);
     the author edits it into README.md.
     """
-    from robust_vae.analysis.comparison import format_p
-    from robust_vae.report.success import RATE_LABELS
-
     lines = [f"# {study.name}", "", "<!-- draft written by `robust-vae study --draft-readme`; edit before committing "
              "as README.md -->", "",
              f"Every number below comes from `{study.command or f'robust-vae study {study.path}'}` "
@@ -765,69 +768,3 @@ def readme_draft(study: Study, parts: dict[str, Any]) -> str:
     lines += ["", "## Versus the thesis", "", "TODO: compare with the thesis's Tables 5.1–5.3 and its finding "
               "(JointVAE less robust than VAE; weight decay slightly more robust).", ""]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- command
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``robust-vae study`` options (also used by ``python -m robust_vae.analysis.study``)."""
-    from robust_vae.cli.app import _positive_int
-
-    parser.add_argument("study", type=Path, metavar="STUDY_TOML", help="the study file, e.g. reports/mnist/study/study.toml")
-    parser.add_argument("--per-pair", type=_positive_int, default=None,
-                        help="pairs per cell for every run, replacing the study file's per_pair")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value of every recipe, e.g. --set steps=200 (repeatable)")
-    parser.add_argument("--out", type=Path, default=None, help="study folder (default: the study file's folder)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; run nothing")
-    parser.add_argument("--report-only", action="store_true",
-                        help="write the tables from the finished runs without making the missing ones")
-    parser.add_argument("--draft-readme", action="store_true",
-                        help="also write README.draft.md: one sentence per comparison, to edit into README.md")
-
-
-def main_study(args: argparse.Namespace) -> int:
-    from robust_vae.cli.app import _parse_overrides
-
-    study = read_study(args.study, per_pair=args.per_pair, overrides=_parse_overrides(args.set), out_dir=args.out)
-    study.command = " ".join(["robust-vae study", str(args.study)]
-                             + ([f"--per-pair {args.per_pair}"] if args.per_pair else [])
-                             + [f"--set {item}" for item in args.set]
-                             + ([f"--out {args.out}"] if args.out else []))
-    statuses = study_status(study)
-    conflicts = [st for st in statuses if st.state == "conflict"]
-    if conflicts and not args.dry_run:
-        raise ConfigError(f"{conflicts[0].reason}: nothing was run; delete that folder or run the study with "
-                          "the configuration it was made with (see --dry-run)")
-    print(f"study {study.path}: {len(study.runs)} runs, "
-          f"{'full test set' if study.per_pair is None else f'per_pair {study.per_pair}'} unless a runs table sets its own")
-    print(format_status(statuses, study.out_dir))
-    if args.dry_run:
-        return 0
-    if not args.report_only:
-        made = run_missing(study, statuses, device=getattr(args, "device", "cpu"),
-                           data_dir=getattr(args, "data_dir", None), threads=getattr(args, "threads", None))
-        if made:
-            statuses = study_status(study)
-        else:
-            print("every available run is already done: nothing to run")
-    parts = report(study, statuses)
-    if args.draft_readme:
-        parts["written"].append(_write(study.out_dir, "README.draft.md", readme_draft(study, parts)))
-    skipped = [st for st in statuses if st.state == "skipped"]
-    for st in skipped:
-        print(f"skipped {st.spec.model} seed {st.spec.seed} / {st.spec.recipe}: {st.reason}")
-    print()
-    print(parts["results_md"])
-    print("wrote " + ", ".join(_rel(p, study.out_dir) for p in parts["written"]) + f" in {study.out_dir}/")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m robust_vae.analysis.study STUDY_TOML ...``: the same as ``robust-vae study``."""
-    from robust_vae.cli.app import main as cli_main
-
-    return cli_main(["study", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

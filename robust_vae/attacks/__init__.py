@@ -11,10 +11,12 @@ with single-value overrides::
 from __future__ import annotations
 
 from robust_vae.attacks.base import Attack, AttackResult, Problem, RunOutput
-from robust_vae.attacks.recipe import is_recipe, load_attack, read_recipe, recipe_names, recipes_folder
+from robust_vae.attacks.recipe import (
+    is_recipe, load_attack, parse_overrides, read_recipe, recipe_names, recipes_folder,
+)
 from robust_vae.attacks.registry import ATTACKS, make_attack, register_attack
 
 __all__ = [
     "ATTACKS", "Attack", "AttackResult", "Problem", "RunOutput", "is_recipe", "load_attack",
-    "make_attack", "read_recipe", "recipe_names", "recipes_folder", "register_attack",
+    "make_attack", "parse_overrides", "read_recipe", "recipe_names", "recipes_folder", "register_attack",
 ]

@@ -78,6 +78,21 @@ def _expand_grid(where: str, key: str, value: Any) -> Any:
     return [base ** k for k in range(start, stop + 1, step)]
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["steps=200", "solver=torch"]`` -> ``{"steps": 200, "solver": "torch"}`` (TOML values;
+    a bare word is kept as a string)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r} (e.g. --set steps=200)")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = text  # a bare word: keep it as a string
+    return overrides
+
+
 def load_attack(recipe: str | Path = "thesis", **overrides: Any) -> Attack:
     """Build the attack a recipe describes; keyword ``overrides`` replace single values."""
     spec = read_recipe(recipe)

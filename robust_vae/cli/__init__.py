@@ -1,5 +1,2 @@
-"""The ``robust-vae`` command line: argument parsing and one module per command."""
-
-from robust_vae.cli.app import build_parser, main
-
-__all__ = ["build_parser", "main"]
+"""The ``robust-vae`` command line: ``app`` (parser and entry point), ``options`` (shared
+arguments) and one module per command. Nothing below this layer imports it."""

@@ -1,9 +1,5 @@
 """``robust-vae classifier-robustness``: the evaluation classifier's own accuracy and targeted
-success under the same foolbox attack and ε as the classifier-guided VAE attacks.
-
-Kept out of :mod:`robust_vae.cli.app` so that ``cli`` only registers it (:func:`add_parser`); the
-handler follows the CLI's conventions (input errors: one line on stderr, exit code 2).
-"""
+success under the same foolbox attack and ε as the classifier-guided VAE attacks."""
 
 from __future__ import annotations
 
@@ -12,6 +8,13 @@ import math
 import sys
 from pathlib import Path
 from typing import Any
+
+from robust_vae.attacks import load_attack, parse_overrides, read_recipe
+from robust_vae.cli.options import add_common, add_sampling_arguments
+from robust_vae.core.paths import writable
+from robust_vae.data import load_dataset
+from robust_vae.evaluation.classifier_robustness import classifier_robustness
+from robust_vae.zoo import find_card, load_classifier
 
 
 def _budget(text: str) -> float:
@@ -26,8 +29,6 @@ def _budget(text: str) -> float:
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand on the ``robust-vae`` subparsers ``sub``."""
-    from robust_vae.cli.app import _add_common, _add_sampling_arguments
-
     p = sub.add_parser(
         "classifier-robustness",
         help="the evaluation classifier's accuracy and targeted success under a foolbox attack",
@@ -36,12 +37,12 @@ def add_parser(sub: Any) -> None:
         "class-pair sample as `robust-vae attack`. Writes robustness.csv, robustness.md, "
         "robustness.json and, per ε, a full report in eps-<ε>/ (cells.csv, matrix.csv, marginals.csv, "
         "matrix.tex, marginals.tex, summary.md, heatmaps.png, examples.png, run.json).")
-    _add_common(p)
+    add_common(p)
     p.add_argument("--attack", default="e2e-linf",
                    help="an e2e recipe in attacks/ or a .toml path (default: e2e-linf)")
     p.add_argument("--eps", type=_budget, nargs="+", default=None, metavar="EPS",
                    help="one or more budgets (default: the recipe's epsilon, 0.1 for e2e-linf)")
-    _add_sampling_arguments(p, set_example="steps=50")
+    add_sampling_arguments(p, set_example="steps=50")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: reports/<dataset>/classifier/<recipe>/)")
     p.add_argument("--restart", action="store_true",
@@ -50,19 +51,13 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_classifier_robustness(args: argparse.Namespace) -> int:
-    from robust_vae.attacks import load_attack, read_recipe
-    from robust_vae.cli.app import _parse_overrides, _writable
-    from robust_vae.data.mnist import load_dataset
-    from robust_vae.evaluation.classifier_robustness import classifier_robustness
-    from robust_vae.zoo import find_card, load_classifier
-
     # every check happens before anything is written
     test = load_dataset(args.dataset, "test", args.data_dir)
     classifier = load_classifier(args.dataset, device=args.device)
     card = find_card("classifier", args.dataset, None)
     recipe = read_recipe(args.attack)
-    attack = load_attack(args.attack, **_parse_overrides(args.set)).bind(data_dir=args.data_dir)
-    out = _writable(args.out or Path("reports") / args.dataset / "classifier" / recipe["name"])
+    attack = load_attack(args.attack, **parse_overrides(args.set)).bind(data_dir=args.data_dir)
+    out = writable(args.out or Path("reports") / args.dataset / "classifier" / recipe["name"])
     metadata = {
         "label": "classifier", "model": "classifier", "model_seed": None,
         "weights_sha256": card.data["sha256"], "classifier_sha256": card.data["sha256"],

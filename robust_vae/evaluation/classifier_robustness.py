@@ -26,14 +26,15 @@ import torch
 from torch import nn
 
 from robust_vae.attacks.base import Attack
-from robust_vae.core.devices import model_device
 from robust_vae.attacks.e2e import EndToEndAttack
 from robust_vae.attacks.foolbox_base import run_foolbox
-from robust_vae.models.classifier import accuracy
-from robust_vae.data.mnist import Dataset
+from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError
+from robust_vae.data.mnist import Dataset
 from robust_vae.evaluation.success_matrix import SuccessMatrix, library_versions, success_matrix
 from robust_vae.models.base import LatentParams
+from robust_vae.models.classifier import accuracy
+from robust_vae.report.tables import markdown_table
 
 SUMMARY_COLUMNS = ["epsilon", "norm", "clean_accuracy", "robust_accuracy", "robust_n",
                    "as_target", "as_ignore_target", "examples_attacked"]
@@ -78,16 +79,14 @@ class RobustnessResult:
 
     def to_markdown(self) -> str:
         header = ["ε", "norm", "clean accuracy", "robust accuracy", "AS target", "AS ignore-target"]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
-        for row in self.summary.itertuples():
-            lines.append(
-                f"| {row.epsilon:g} | {row.norm} | {100 * row.clean_accuracy:.2f}% | "
-                f"{100 * row.robust_accuracy:.2f}% (n = {row.robust_n}) | {100 * row.as_target:.2f}% | "
-                f"{100 * row.as_ignore_target:.2f}% |")
+        rows = [[f"{row.epsilon:g}", row.norm, f"{100 * row.clean_accuracy:.2f}%",
+                 f"{100 * row.robust_accuracy:.2f}% (n = {row.robust_n})", f"{100 * row.as_target:.2f}%",
+                 f"{100 * row.as_ignore_target:.2f}%"] for row in self.summary.itertuples()]
+        cells = (self.matrices[next(iter(self.matrices))].cells if self.matrices else pd.DataFrame())
         title = f"# Evaluation classifier under {self.metadata.get('recipe', 'the attack')}\n\n"
-        note = ("\nAS target / AS ignore-target: means over the 90 ordered class pairs of the targeted "
+        note = (f"\nAS target / AS ignore-target: means over the {len(cells)} ordered class pairs of the targeted "
                 "attack; robust accuracy: the same attack run untargeted on the distinct source images.\n")
-        return title + "\n".join(lines) + "\n" + note
+        return title + markdown_table(header, rows) + "\n" + note
 
     def save(self, out_dir: str | Path) -> None:
         """robustness.csv, robustness.md, robustness.json and one full report per ε in eps-<ε>/."""

@@ -16,20 +16,26 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import foolbox
 import numpy as np
 import pandas as pd
+import scipy
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from robust_vae.attacks.base import Attack
+from robust_vae.core import progress
 from robust_vae.core.devices import model_device
-from robust_vae.data.mnist import Dataset, class_pairs
 from robust_vae.core.errors import ConfigError
+from robust_vae.core.version import __version__
+from robust_vae.data.mnist import Dataset, class_pairs
+from robust_vae.evaluation.run_config import fingerprint_of
 
 CELL_COLUMNS = [
     "source", "target", "n_pairs", "n", "hits_target", "hits_ignore_target",
@@ -230,7 +236,7 @@ class SuccessMatrix:
         np.savez_compressed(out / "samples.npz", **_samples_to_arrays(self.samples))
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "SuccessMatrix":
+    def load(cls, run_dir: str | Path) -> SuccessMatrix:
         """Read a saved run (cells.csv, examples.csv.gz, run.json, samples.npz)."""
         run = Path(run_dir)
         missing = [n for n in ("cells.csv", "run.json") if not (run / n).exists()]
@@ -252,11 +258,17 @@ def _slug(text: str) -> str:
 
 def _samples_to_arrays(samples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     if not samples:
-        return {"pairs": np.zeros((0, 3), dtype=np.int64), "images": np.zeros((0, 4, 32, 32), np.float32)}
+        return {"pairs": np.zeros((0, 3), dtype=np.int64), "images": np.zeros((0, 4, 0, 0), np.float32)}
     pairs = np.array([[s["source"], s["target"], s.get("predicted", -1)] for s in samples], dtype=np.int64)
     keys = ("source", "adversarial", "reconstruction", "target")
-    images = np.stack([np.stack([np.asarray(s["images"][k]).reshape(32, 32) for k in keys]) for s in samples])
+    images = np.stack([np.stack([_grey_or_colour(s["images"][k]) for k in keys]) for s in samples])
     return {"pairs": pairs, "images": images.astype(np.float32)}
+
+
+def _grey_or_colour(image: Any) -> np.ndarray:
+    """(H, W) or (1, H, W) -> (H, W); (C, H, W) with C > 1 stays (C, H, W)."""
+    array = np.asarray(image)
+    return array[0] if array.ndim == 3 and array.shape[0] == 1 else array
 
 
 def _arrays_to_samples(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -297,20 +309,10 @@ def _batches(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 
 def library_versions() -> dict[str, str]:
-    import scipy
-
-    import robust_vae
-
-    versions = {"python": platform.python_version(), "robust_vae": robust_vae.__version__,
-                "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                "pandas": pd.__version__}
-    try:
-        import foolbox
-
-        versions["foolbox"] = foolbox.__version__
-    except Exception:  # foolbox is optional for latent attacks
-        pass
-    return versions
+    """Versions of Python and of every library a result depends on (for run.json)."""
+    return {"python": platform.python_version(), "robust_vae": __version__, "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "pandas": pd.__version__,
+            "foolbox": foolbox.__version__}
 
 
 def success_matrix(
@@ -324,6 +326,7 @@ def success_matrix(
     batch_size: int = 512,
     out_dir: str | Path | None = None,
     metadata: dict[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
     restart: bool = False,
     progress: bool = True,
     samples_per_run: int = 6,
@@ -333,6 +336,8 @@ def success_matrix(
     ``per_pair`` caps the pairs sampled per cell (None: every test pair). With ``out_dir``
     each finished unit is persisted there and a rerun resumes; without it nothing is written.
     A sweep attack (K > 1) is reduced per example to the entry closest to the target code.
+    ``fingerprint`` (from :meth:`RunConfig.fingerprint`) identifies the run in ``out_dir``;
+    without it one is made from ``metadata`` (model, model_seed, weights and classifier sha256).
     """
     if per_pair is not None and per_pair < 1:
         raise ConfigError(f"per_pair must be >= 1 (or None for every pair), got {per_pair}")
@@ -346,21 +351,21 @@ def success_matrix(
     plans = plan_pairs(dataset.labels, clean_pred, dataset.num_classes, per_pair, seed)
     units = group_units(plans, batch_size)
     meta = dict(metadata or {})
-    fingerprint = {
-        "model": meta.get("model"), "model_seed": meta.get("model_seed"),
-        "weights_sha256": meta.get("weights_sha256"), "dataset": dataset.name,
-        "attack": attack.name, "hyperparameters": attack.hyperparameters(),
-        "per_pair": per_pair, "seed": seed, "batch_size": batch_size,
-        "classifier_sha256": meta.get("classifier_sha256"),
-    }
+    if fingerprint is None:
+        fingerprint = fingerprint_of(
+            model=meta.get("model"), model_seed=meta.get("model_seed"), weights_sha256=meta.get("weights_sha256"),
+            dataset=dataset.name, attack=attack, per_pair=per_pair, seed=seed, batch_size=batch_size,
+            classifier_sha256=meta.get("classifier_sha256"),
+        )
     store = RunStore(Path(out_dir)) if out_dir is not None else None
     if store is not None:
         store.check_or_start(fingerprint, restart=restart)
 
     total_pairs = len(plans)
-    done_pairs = sum(len(u) for i, u in enumerate(units) if store is not None and store.done(i))
-    bar = tqdm(total=total_pairs, initial=done_pairs, desc=f"{attack.name} pairs", unit="pair",
-               disable=not progress, dynamic_ncols=True)
+    unit_sizes = [sum(plans[i].n for i in unit) for unit in units]
+    done_examples = sum(size for i, size in enumerate(unit_sizes) if store is not None and store.done(i))
+    bar = tqdm(total=sum(unit_sizes), initial=done_examples, desc=f"{attack.name}", unit="example",
+               disable=not progress, dynamic_ncols=True, mininterval=0.5)
     results: dict[int, dict[str, np.ndarray]] = {}
     for unit_id, unit in enumerate(units):
         if store is not None and store.done(unit_id):
@@ -368,12 +373,11 @@ def success_matrix(
             continue
         started = time.perf_counter()
         arrays = _attack_unit([plans[i] for i in unit], model, classifier, dataset, attack,
-                              seed, batch_size, device)
+                              seed, batch_size, device, bar)
         arrays["seconds"] = np.array([time.perf_counter() - started])
         if store is not None:
             store.save_unit(unit_id, arrays)
         results[unit_id] = arrays
-        bar.update(len(unit))
     bar.close()
 
     records = [results[i] for i in range(len(units))]
@@ -407,9 +411,30 @@ def _classify_reconstructions(model: nn.Module, classifier: nn.Module, x: torch.
     return recon, classifier(recon).argmax(-1)
 
 
+def _ignore_steps(done: int, total: int) -> None:
+    """The progress callback of a run without a bar."""
+
+
+def _batch_progress(bar: Any, size: int) -> Callable[[int, int], None]:
+    """A :func:`robust_vae.core.progress.listen` callback that moves ``bar`` through a batch of
+    ``size`` examples as the attack reports its steps."""
+    start = bar.n
+
+    def move(done: int, total: int) -> None:
+        position = start + (size * done) // total
+        if position > bar.n:
+            bar.update(position - bar.n)
+
+    return move
+
+
 def _attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, dataset: Dataset,
-                 attack: Attack, seed: int, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
-    """Attack every kept example of ``plans``; per-example records plus one sample per pair."""
+                 attack: Attack, seed: int, batch_size: int, device: torch.device,
+                 bar: Any = None) -> dict[str, np.ndarray]:
+    """Attack every kept example of ``plans``; per-example records plus one sample per pair.
+
+    ``bar`` (a tqdm bar over examples, optional) moves with the attack's steps inside each batch.
+    """
     src = np.concatenate([p.source_index[p.kept] for p in plans])
     tgt = np.concatenate([p.target_index[p.kept] for p in plans])
     seeds = torch.cat([example_seeds(seed, p) for p in plans]) if plans else torch.zeros(0, dtype=torch.int64)
@@ -420,7 +445,11 @@ def _attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module,
     for rows in _batches(np.arange(len(src)), batch_size):
         xs = dataset.images[src[rows]].to(device)
         xt = dataset.images[tgt[rows]].to(device)
-        result = attack(model, xs, xt, seeds=seeds[rows], target_classes=torch.from_numpy(t_cls[rows]))
+        start = bar.n if bar is not None else 0
+        with progress.listen(_batch_progress(bar, len(rows)) if bar is not None else _ignore_steps):
+            result = attack(model, xs, xt, seeds=seeds[rows], target_classes=torch.from_numpy(t_cls[rows]))
+        if bar is not None and bar.n < start + len(rows):
+            bar.update(start + len(rows) - bar.n)
         if result.l2.shape[0] > 1:
             result, sweep_index = result.best_latent()
         else:
@@ -449,7 +478,7 @@ def _attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module,
         ], axis=1).astype(np.float32)
     else:
         out["sample_rows"] = np.zeros(0, dtype=np.int64)
-        out["sample_images"] = np.zeros((0, 4, 1, 32, 32), dtype=np.float32)
+        out["sample_images"] = np.zeros((0, 4, *dataset.images.shape[1:]), dtype=np.float32)
     return out
 
 
@@ -462,7 +491,7 @@ def _choose_samples(records: list[dict[str, np.ndarray]], count: int) -> list[di
             candidates.append((p != t, s, t, p, images))
     candidates.sort(key=lambda c: (c[0], c[1], c[2]))
     chosen, seen_sources = [], set()
-    for failed, s, t, p, images in candidates:
+    for _failed, s, t, p, images in candidates:
         if s in seen_sources:
             continue
         seen_sources.add(s)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
+
 from robust_vae.core.devices import model_device
 
 

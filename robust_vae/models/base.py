@@ -71,7 +71,7 @@ class VAEConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "VAEConfig":
+    def from_dict(cls, values: dict[str, Any]) -> VAEConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robust_vae.data.mnist import Dataset
 from robust_vae.core.devices import model_device
+from robust_vae.data.mnist import Dataset
 
 ARCHITECTURE = (
     "Conv5x5(1->10) > MaxPool2 > ReLU > Conv5x5(10->20) > Dropout2d > MaxPool2 > ReLU > "

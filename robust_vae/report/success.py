@@ -15,8 +15,9 @@ touched and nothing needs closing.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robust_vae.core.errors import DataError
+from robust_vae.report.tables import latex_escape, latex_table, markdown_table
 
 Z_95 = 1.959963984540054
 RATES = ("as_target", "as_ignore_target")
@@ -156,26 +158,6 @@ def _num(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _latex_escape(text: str) -> str:
-    """Escape LaTeX special characters in a plain label (run names)."""
-    table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-             "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-             "^": r"\textasciicircum{}"}
-    return "".join(table.get(ch, ch) for ch in str(text))
-
-
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
-                    align: str | None = None) -> str:
-    """GitHub Markdown table; ``align`` is one letter per column (l, r, c), default all right."""
-    align = align or "r" * len(header)
-    marks = {"l": ":---", "r": "---:", "c": ":---:"}
-    esc = [[str(c).replace("|", r"\|") for c in row] for row in [header, *rows]]
-    lines = ["| " + " | ".join(esc[0]) + " |",
-             "| " + " | ".join(marks[a] for a in align) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
-    return "\n".join(lines)
-
-
 def _cell_pair(cells: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
     _check_cells(cells, RATES)
     return _square(cells, "as_ignore_target", k), _square(cells, "as_target", k)
@@ -218,22 +200,9 @@ def matrix_latex(
     """
     k = num_classes_of(cells, num_classes)
     ignore, target = _cell_pair(cells, k)
-    lines = [
-        "% requires \\usepackage{booktabs} and \\usepackage{makecell}",
-        "\\begin{table}[htbp]",
-        "\\centering",
-        "\\scriptsize",
-        f"\\begin{{tabular}}{{c{'c' * k}}}",
-        "\\toprule",
-        "Source $\\backslash$ Target & " + " & ".join(str(t) for t in range(k)) + " \\\\",
-        "\\midrule",
-    ]
-    for s in range(k):
-        row = [_thesis_string(s, t, ignore, target, latex=True) for t in range(k)]
-        lines.append(f"{s} & " + " & ".join(row) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{caption}}}",
-              f"\\label{{{label}}}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
+    rows = [[str(s), *(_thesis_string(s, t, ignore, target, latex=True) for t in range(k))] for s in range(k)]
+    return latex_table(f"c{'c' * k}", ["Source $\\backslash$ Target", *(str(t) for t in range(k))], rows,
+                       caption=caption, label=label, packages=("booktabs", "makecell"), size="scriptsize")
 
 
 # ------------------------------------------------------------------------- marginal tables
@@ -276,21 +245,15 @@ def marginals_latex(
     """
     labels, values = _side_by_side(marginals_by_run)
     runs = list(marginals_by_run)
-    lines = ["% requires \\usepackage{booktabs}", "\\begin{table}[htbp]", "\\centering",
-             f"\\begin{{tabular}}{{c{'rr' * len(runs)}}}", "\\toprule"]
+    above: list[str] = []
     if len(runs) > 1:
-        groups = [f"\\multicolumn{{2}}{{c}}{{{_latex_escape(r)}}}" for r in runs]
+        groups = [f"\\multicolumn{{2}}{{c}}{{{latex_escape(r)}}}" for r in runs]
         rules = "".join(f"\\cmidrule(lr){{{2 + 2 * i}-{3 + 2 * i}}}" for i in range(len(runs)))
-        lines += [" & " + " & ".join(groups) + " \\\\", rules]
-    heads = " & ".join("AS target & AS ignore-target" for _ in runs)
-    lines += [f"Source & {heads} \\\\", "\\midrule"]
-    for i, (name, row) in enumerate(zip(labels, values)):
-        if i == len(labels) - 1:
-            lines.append("\\midrule")
-        lines.append(f"{name} & " + " & ".join(_pct(v, latex=True) for v in row) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{caption}}}",
-              f"\\label{{{label}}}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
+        above = [" & " + " & ".join(groups) + " \\\\", rules]
+    header = ["Source", *("AS target & AS ignore-target" for _ in runs)]
+    rows = [[name, *(_pct(v, latex=True) for v in row)] for name, row in zip(labels, values)]
+    return latex_table(f"c{'rr' * len(runs)}", header, rows, caption=caption, label=label,
+                       above_header=above, midrule_before={len(rows) - 1})
 
 
 def _run_columns(runs: Sequence[str]) -> list[str]:
@@ -302,7 +265,7 @@ def marginals_markdown(marginals_by_run: Mapping[str, pd.DataFrame]) -> str:
     labels, values = _side_by_side(marginals_by_run)
     header = ["source", *_run_columns(list(marginals_by_run))]
     rows = [[name, *(_pct(v) for v in row)] for name, row in zip(labels, values)]
-    return _markdown_table(header, rows, align="l" + "r" * (len(header) - 1))
+    return markdown_table(header, rows, align="l" + "r" * (len(header) - 1))
 
 
 def marginals_csv_frame(marginals_by_run: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -352,14 +315,14 @@ def _source_marginal_table(marg: pd.DataFrame) -> str:
         dists = [_num(_marginal_value(marg, kind, cls, m)) for m in ("mean_l2", "mean_linf")]
         rows.append([name, *rates, *dists])
     header = ["source", *(RATE_LABELS[m] for m in RATES), "mean L2", "mean L∞"]
-    return _markdown_table(header, rows, align="lrrrr")
+    return markdown_table(header, rows, align="lrrrr")
 
 
 def _matrix_markdown(cells: pd.DataFrame) -> str:
     strings = matrix_strings(cells)
     header = ["source \\ target", *(str(t) for t in strings.columns)]
     rows = [[str(s), *strings.loc[s].tolist()] for s in strings.index]
-    return _markdown_table(header, rows, align="l" + "r" * len(strings.columns))
+    return markdown_table(header, rows, align="l" + "r" * len(strings.columns))
 
 
 def summary_markdown(
@@ -381,14 +344,14 @@ def summary_markdown(
 
 
 # ------------------------------------------------------------------------- figures
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     """A pyplot-free figure on the Agg canvas (nothing global to close)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | Path, dpi: int = 120) -> None:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -422,7 +385,7 @@ def plot_heatmaps(cells: pd.DataFrame, path: str | Path, title: str = "",
     k = num_classes_of(cells, num_classes)
     ignore, target = _cell_pair(cells, k)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
-    fig = _new_figure(12.5, 5.6)
+    fig = new_figure(12.5, 5.6)
     axes = fig.subplots(1, 2)
     image = None
     for ax, values, rate in zip(axes, (target, ignore), RATES):
@@ -430,7 +393,7 @@ def plot_heatmaps(cells: pd.DataFrame, path: str | Path, title: str = "",
     fig.colorbar(image, ax=list(axes), label="success rate (%)", shrink=0.85)
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 EXAMPLE_COLUMNS = (("source", "source"), ("adversarial", "adversarial"),
@@ -438,11 +401,13 @@ EXAMPLE_COLUMNS = (("source", "source"), ("adversarial", "adversarial"),
 
 
 def _as_image(array: Any) -> np.ndarray:
-    """(32, 32) or (1, 32, 32) -> 2-D float array."""
+    """(H, W) or (1, H, W) -> (H, W); (3, H, W) -> (H, W, 3) for ``imshow``."""
     image = np.asarray(array, dtype=float)
+    if image.ndim == 3 and image.shape[0] == 3:
+        return np.transpose(image, (1, 2, 0))
     image = np.squeeze(image)
     if image.ndim != 2:
-        raise ValueError(f"expected a (H, W) or (1, H, W) image, got shape {np.shape(array)}")
+        raise ValueError(f"expected a (H, W), (1, H, W) or (3, H, W) image, got shape {np.shape(array)}")
     return image
 
 
@@ -455,13 +420,13 @@ def _example_label(row: Mapping[str, Any]) -> str:
 def plot_examples(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
     """Save a PNG grid: one row per example, columns source / adversarial / reconstruction / target.
 
-    Each row: ``source``, ``target`` (int), ``images`` = dict of (32, 32) or (1, 32, 32) arrays
+    Each row: ``source``, ``target`` (int), ``images`` = dict of (H, W), (1, H, W) or (3, H, W) arrays
     in [0, 1] under "source", "adversarial", "reconstruction", "target"; optional
     ``predicted`` (int, in the row or in ``images``) is shown in the row label.
     """
     if not rows:
         raise ValueError("plot_examples needs at least one row")
-    fig = _new_figure(4 * 1.7 + 0.6, len(rows) * 1.7 + (0.4 if title else 0.0))
+    fig = new_figure(4 * 1.7 + 0.6, len(rows) * 1.7 + (0.4 if title else 0.0))
     axes = np.atleast_2d(fig.subplots(len(rows), 4, squeeze=False))
     for i, row in enumerate(rows):
         for j, (key, heading) in enumerate(EXAMPLE_COLUMNS):
@@ -474,7 +439,7 @@ def plot_examples(rows: Sequence[Mapping[str, Any]], path: str | Path, title: st
         axes[i, 0].set_ylabel(_example_label(row), fontsize=10)
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_marginal_bars(
@@ -496,7 +461,7 @@ def plot_marginal_bars(
     scale = 100.0 if metric in RATES else 1.0
     width = 0.8 / len(runs)
     x = np.arange(len(classes))
-    fig = _new_figure(max(6.0, 1.0 + 0.35 * len(classes) * len(runs)), 4.2)
+    fig = new_figure(max(6.0, 1.0 + 0.35 * len(classes) * len(runs)), 4.2)
     ax = fig.subplots()
     top = 0.0
     for i, run in enumerate(runs):
@@ -515,7 +480,7 @@ def plot_marginal_bars(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _bar_errors(intervals: Mapping[str, pd.DataFrame] | None, run: str,

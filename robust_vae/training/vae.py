@@ -13,20 +13,21 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from robust_vae.core.devices import model_device
 from robust_vae.core.paths import default_cache_dir
 from robust_vae.data.mnist import Dataset, load_dataset
 from robust_vae.models import LatentVAE, get_family
-from robust_vae.models.base import gaussian_kl, categorical_kl
+from robust_vae.models.base import categorical_kl, gaussian_kl
 from robust_vae.zoo import Card, model_stem, models_root, save_weights
-from robust_vae.core.devices import model_device
 
 
 def config_digest(payload: dict[str, Any]) -> str:

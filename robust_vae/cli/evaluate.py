@@ -1,0 +1,44 @@
+"""``robust-vae evaluate``: recompute a shipped model's card metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from robust_vae.cli.options import add_common
+from robust_vae.data import load_dataset
+from robust_vae.training import evaluate_vae
+from robust_vae.zoo import find_card, load_classifier, load_model
+
+
+def add_parser(sub: Any) -> None:
+    """Register the command on the ``robust-vae`` subparsers ``sub``."""
+    p = sub.add_parser("evaluate", help="recompute a shipped model's card metrics")
+    add_common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model = load_model(args.model, args.dataset, seed=args.seed, device=args.device)
+    card = find_card(args.model, args.dataset, args.seed)
+    classifier = load_classifier(args.dataset, device=args.device)
+    test = load_dataset(args.dataset, "test", args.data_dir)
+    metrics = evaluate_vae(model, test, classifier, step=card.data.get("steps"))
+    if args.json:
+        print(json.dumps({"name": args.model, "seed": args.seed, "metrics": metrics,
+                          "card_metrics": card.data.get("metrics", {})}, indent=2))
+        return 0
+    stored = card.data.get("metrics", {})
+    print(f"{'metric':<18}{'recomputed':>14}{'card':>14}")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            old = stored.get(key)
+            old_text = f"{old:14.4f}" if isinstance(old, float) else f"{'-':>14}"
+            print(f"{key:<18}{value:14.4f}{old_text}")
+    return 0
+
+

@@ -1,0 +1,62 @@
+"""``robust-vae models``: the shipped zoo with its card metrics (``--markdown``: the README table)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from robust_vae.report.tables import markdown_table
+from robust_vae.zoo import Card, list_cards
+
+
+def add_parser(sub: Any) -> None:
+    """Register the command on the ``robust-vae`` subparsers ``sub``."""
+    p = sub.add_parser("models", help="list shipped models and their metrics")
+    p.add_argument("--dataset", default=None, help="only this dataset")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's zoo table)")
+    p.set_defaults(handler=cmd_models)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    cards = list_cards(args.dataset)
+    if args.json:
+        print(json.dumps([card.summary() for card in cards], indent=2))
+        return 0
+    if not cards:
+        print("no shipped models" + (f" for {args.dataset}" if args.dataset else ""))
+        return 0
+    if args.markdown:
+        print(models_markdown(cards))
+        return 0
+    print(f"{'name':<18}{'dataset':<9}{'seed':<6}{'metrics'}")
+    for card in cards:
+        s = card.summary()
+        metrics = ", ".join(
+            f"{k}={v:.4f}" for k, v in s["metrics"].items() if isinstance(v, float)
+        )
+        seed = "-" if s["seed"] is None else str(s["seed"])
+        print(f"{s['name']:<18}{s['dataset']:<9}{seed:<6}{metrics}")
+    return 0
+
+
+MARKDOWN_METRICS = (("recon_accuracy", "recon acc."), ("recon_bce", "recon BCE"),
+                    ("kl_gaussian", "KL Gaussian"), ("kl_categorical", "KL categorical"),
+                    ("elbo", "ELBO"), ("test_accuracy", "test acc."))
+
+
+def models_markdown(cards: list[Card]) -> str:
+    """The zoo as a Markdown table (what the README's zoo table is pasted from)."""
+    header = ["model", "dataset", "seed", "steps", *(t for _, t in MARKDOWN_METRICS)]
+    rows = []
+    for card in cards:
+        s = card.summary()
+        values = [f"{s['metrics'][k]:.4f}" if isinstance(s["metrics"].get(k), float) else "–"
+                  for k, _ in MARKDOWN_METRICS]
+        seed = "–" if s["seed"] is None else str(s["seed"])
+        steps = card.data.get("steps") or card.data.get("training", {}).get("steps", "–")
+        rows.append([f"`{s['name']}`", s["dataset"], seed, str(steps), *values])
+    return markdown_table(header, rows, align="llrr" + "r" * len(MARKDOWN_METRICS))
+
+

@@ -1,0 +1,52 @@
+"""``robust-vae report``: re-render saved runs; several runs side by side."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from robust_vae.core.paths import writable
+from robust_vae.evaluation import SuccessMatrix
+from robust_vae.report.success import marginals_csv_frame, marginals_latex, marginals_markdown
+
+
+def add_parser(sub: Any) -> None:
+    """Register the command on the ``robust-vae`` subparsers ``sub``."""
+    p = sub.add_parser("report", help="re-render tables and figures from saved runs; compare several")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: in place; several runs: their common parent/comparison)")
+    p.set_defaults(handler=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    runs = [SuccessMatrix.load(path) for path in args.runs]
+    names = [Path(p).name for p in args.runs]
+    if len(set(names)) < len(names):  # e.g. reports/mnist/vae/thesis and reports/mnist/jointvae/thesis
+        common = os.path.commonpath([str(Path(p).resolve()) for p in args.runs])
+        names = [str(Path(p).resolve().relative_to(common)) for p in args.runs]
+    for path, name, run in zip(args.runs, names, runs):
+        target = Path(args.out) / name if args.out and len(runs) > 1 else Path(args.out or path)
+        writable(target)
+        run.save(target)
+        print(f"re-rendered {path} -> {target}")
+    if len(runs) > 1:
+        recipes = {run.metadata.get("recipe") for run in runs}
+        labels = [run.metadata.get("label", str(p)) + ("" if len(recipes) == 1 else f" / {run.metadata.get('recipe')}")
+                  for p, run in zip(args.runs, runs)]
+        if len(set(labels)) < len(labels):
+            labels = [str(p) for p in args.runs]
+        by_run = {label: run.marginals() for label, run in zip(labels, runs)}
+        out = Path(args.out) if args.out else Path(os.path.commonpath([str(Path(p).resolve()) for p in args.runs])) / "comparison"
+        writable(out).mkdir(parents=True, exist_ok=True)
+        marginals_csv_frame(by_run).to_csv(out / "marginals.csv", index=False)
+        (out / "marginals.tex").write_text(marginals_latex(
+            by_run, caption="Marginal attack success rates per source digit.", label="tab:marginals"))
+        (out / "marginals.md").write_text(marginals_markdown(by_run))
+        print(marginals_markdown(by_run))
+        print(f"wrote {out}/marginals.csv, marginals.tex, marginals.md")
+    return 0
+
+

@@ -1,0 +1,83 @@
+"""``robust-vae study``: make a study's missing runs, then write its tables and figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from robust_vae.analysis.study import (
+    format_status,
+    read_study,
+    readme_draft,
+    relative_path,
+    report,
+    run_missing,
+    study_status,
+    write_text,
+)
+from robust_vae.attacks import parse_overrides
+from robust_vae.cli.options import add_common, positive_int
+from robust_vae.core.errors import ConfigError
+
+
+def add_parser(sub: Any) -> None:
+    """Register the command on the ``robust-vae`` subparsers ``sub``."""
+    p = sub.add_parser(
+        "study", help="run a study file's missing runs, then write its tables, comparisons and figures",
+        description="Make every missing run of a study file (resuming partial ones, skipping models and "
+        "recipes that do not exist yet) into <study folder>/runs/<model>-seed<S>/<recipe>/, then write the "
+        "marginals, per-seed, comparison and attack-strength tables, figures and results.md next to it.")
+    add_common(p, dataset=False)
+    add_arguments(p)
+    p.set_defaults(handler=cmd_study)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``robust-vae study`` options ."""
+    parser.add_argument("study", type=Path, metavar="STUDY_TOML", help="the study file, e.g. reports/mnist/study/study.toml")
+    parser.add_argument("--per-pair", type=positive_int, default=None,
+                        help="pairs per cell for every run, replacing the study file's per_pair")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value of every recipe, e.g. --set steps=200 (repeatable)")
+    parser.add_argument("--out", type=Path, default=None, help="study folder (default: the study file's folder)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; run nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the tables from the finished runs without making the missing ones")
+    parser.add_argument("--draft-readme", action="store_true",
+                        help="also write README.draft.md: one sentence per comparison, to edit into README.md")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    study = read_study(args.study, per_pair=args.per_pair, overrides=parse_overrides(args.set), out_dir=args.out)
+    study.command = " ".join(["robust-vae study", str(args.study)]
+                             + ([f"--per-pair {args.per_pair}"] if args.per_pair else [])
+                             + [f"--set {item}" for item in args.set]
+                             + ([f"--out {args.out}"] if args.out else []))
+    statuses = study_status(study)
+    conflicts = [st for st in statuses if st.state == "conflict"]
+    if conflicts and not args.dry_run:
+        raise ConfigError(f"{conflicts[0].reason}: nothing was run; delete that folder or run the study with "
+                          "the configuration it was made with (see --dry-run)")
+    print(f"study {study.path}: {len(study.runs)} runs, "
+          f"{'full test set' if study.per_pair is None else f'per_pair {study.per_pair}'} unless a runs table sets its own")
+    print(format_status(statuses, study.out_dir))
+    if args.dry_run:
+        return 0
+    if not args.report_only:
+        made = run_missing(study, statuses, device=getattr(args, "device", "cpu"),
+                           data_dir=getattr(args, "data_dir", None))
+        if made:
+            statuses = study_status(study)
+        else:
+            print("every available run is already done: nothing to run")
+    parts = report(study, statuses)
+    if args.draft_readme:
+        parts["written"].append(write_text(study.out_dir, "README.draft.md", readme_draft(study, parts)))
+    skipped = [st for st in statuses if st.state == "skipped"]
+    for st in skipped:
+        print(f"skipped {st.spec.model} seed {st.spec.seed} / {st.spec.recipe}: {st.reason}")
+    print()
+    print(parts["results_md"])
+    print("wrote " + ", ".join(relative_path(p, study.out_dir) for p in parts["written"]) + f" in {study.out_dir}/")
+    return 0

@@ -1,0 +1,124 @@
+"""One attack run as a frozen value: what it attacks, with what, on which pairs, where.
+
+:class:`RunConfig` is the single description of a run. Its :meth:`RunConfig.fingerprint` is
+what a run folder's ``config.json`` holds (a rerun with another fingerprint is refused, an
+equal one resumes), its :meth:`RunConfig.command` is the ``robust-vae attack`` line that
+reproduces it, and :func:`robust_vae.evaluation.runner.run_attack` makes it. The CLI, the
+study and the benchmarks all build a ``RunConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robust_vae.attacks import Attack, load_attack, read_recipe
+from robust_vae.core.errors import ConfigError
+from robust_vae.zoo import find_card
+
+DEFAULT_PER_PAIR = 20  # 1,800 attacked pairs on MNIST: the thesis recipe finishes in minutes on 2 CPU cores
+DEFAULT_BATCH_SIZE = 512
+
+
+def fingerprint_of(*, model: str | None, model_seed: int | None, weights_sha256: str | None, dataset: str,
+                   attack: Attack, per_pair: int | None, seed: int, batch_size: int,
+                   classifier_sha256: str | None) -> dict[str, Any]:
+    """The canonical fingerprint of a run (JSON types only): every input that changes a result.
+
+    This is the only definition; :meth:`RunConfig.fingerprint` and
+    :func:`robust_vae.evaluation.success_matrix.success_matrix` both call it.
+    """
+    raw = {
+        "model": model, "model_seed": model_seed, "weights_sha256": weights_sha256, "dataset": dataset,
+        "attack": attack.name, "hyperparameters": attack.hyperparameters(), "per_pair": per_pair,
+        "seed": seed, "batch_size": batch_size, "classifier_sha256": classifier_sha256,
+    }
+    canonical: dict[str, Any] = json.loads(json.dumps(raw, sort_keys=True, default=str))
+    return canonical
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A success-matrix run of one zoo model under one recipe.
+
+    ``overrides`` replace single recipe values (``--set KEY=VALUE``); ``per_pair`` None means
+    every test pair (``--full``). ``device`` and ``data_dir`` say where, not what: they are not
+    part of the fingerprint.
+    """
+
+    model: str
+    dataset: str = "mnist"
+    model_seed: int = 0
+    recipe: str = "thesis"
+    overrides: tuple[tuple[str, Any], ...] = ()
+    per_pair: int | None = DEFAULT_PER_PAIR
+    seed: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "cpu"
+    data_dir: str | None = None
+    label: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.per_pair is not None and self.per_pair < 1:
+            raise ConfigError(f"per_pair must be >= 1 (or None for every pair), got {self.per_pair}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @classmethod
+    def create(cls, model: str, *, overrides: dict[str, Any] | None = None, **values: Any) -> RunConfig:
+        """Build a config with ``overrides`` given as a dict (kept in the given order)."""
+        return cls(model=model, overrides=tuple((overrides or {}).items()), **values)
+
+    # ----- what the run attacks with -----
+    def recipe_spec(self) -> dict[str, Any]:
+        """The recipe as read from its file (name, attack, params, description)."""
+        return read_recipe(self.recipe)
+
+    def recipe_name(self) -> str:
+        return str(self.recipe_spec()["name"])
+
+    def attack(self) -> Attack:
+        """The attack the recipe and overrides describe, bound to the data root."""
+        return load_attack(self.recipe, **dict(self.overrides)).bind(data_dir=self.data_dir)
+
+    def display_label(self) -> str:
+        """Name of the model in tables: ``label``, else the model (and its seed if not 0)."""
+        if self.label:
+            return self.label
+        return self.model if self.model_seed == 0 else f"{self.model} (seed {self.model_seed})"
+
+    def default_out(self) -> Path:
+        """``reports/<dataset>/<model>[-seed<S>]/<recipe>/``, relative to the working directory."""
+        folder = self.model if self.model_seed == 0 else f"{self.model}-seed{self.model_seed}"
+        return Path("reports") / self.dataset / folder / self.recipe_name()
+
+    # ----- identity -----
+    def fingerprint(self) -> dict[str, Any]:
+        """What ``config.json`` of the run folder holds: model and classifier sha256, the attack
+        with every hyperparameter value, the pair sample and the batch size."""
+        card = find_card(self.model, self.dataset, self.model_seed)
+        classifier = find_card("classifier", self.dataset, None)
+        return fingerprint_of(
+            model=self.model, model_seed=self.model_seed, weights_sha256=card.data["sha256"],
+            dataset=self.dataset, attack=self.attack(), per_pair=self.per_pair, seed=self.seed,
+            batch_size=self.batch_size, classifier_sha256=classifier.data["sha256"],
+        )
+
+    def command(self, out_dir: str | Path | None = None) -> str:
+        """The ``robust-vae attack`` command line that makes this run (into ``out_dir``)."""
+        argv = ["robust-vae", "attack", "--model", self.model, "--dataset", self.dataset,
+                "--seed-model", str(self.model_seed), "--attack", self.recipe, "--seed", str(self.seed),
+                "--batch-size", str(self.batch_size)]
+        argv += ["--full"] if self.per_pair is None else ["--per-pair", str(self.per_pair)]
+        for key, value in self.overrides:
+            argv += ["--set", f"{key}={json.dumps(value)}"]
+        if self.device != "cpu":
+            argv += ["--device", self.device]
+        if self.label:
+            argv += ["--label", self.label]
+        if out_dir is not None:
+            argv += ["--out", str(out_dir)]
+        return shlex.join(argv)
