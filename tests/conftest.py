@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from robust_vae.data.mnist import DATA_ENV, Dataset, load_dataset
+from robust_vae.data import DATA_ENV, Dataset, load_dataset
 from robust_vae.zoo import SHIPPED_MODELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

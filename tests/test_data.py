@@ -13,7 +13,7 @@ import torch
 from torchvision import transforms
 
 from robust_vae.core.errors import DataError
-from robust_vae.data.mnist import DATA_ENV, Dataset, class_pairs, load_dataset
+from robust_vae.data import DATA_ENV, Dataset, class_pairs, load_dataset
 
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -11,7 +11,7 @@ from torch import nn
 
 from robust_vae.attacks import load_attack
 from robust_vae.core.errors import ConfigError
-from robust_vae.data.mnist import Dataset, class_pairs
+from robust_vae.data import Dataset, class_pairs
 from robust_vae.evaluation.success_matrix import CELL_COLUMNS, EXAMPLE_COLUMNS, SuccessMatrix, success_matrix
 from robust_vae.models.classifier import LeNet
 from robust_vae.report.success import Z_95

@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Categorical, Normal, kl_divergence
 
 from robust_vae.core.errors import ConfigError, ZooError
-from robust_vae.data.mnist import Dataset
+from robust_vae.data import Dataset
 from robust_vae.models import FAMILIES, get_family
 from robust_vae.models.base import (
     categorical_kl,

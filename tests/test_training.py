@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from robust_vae.data.mnist import Dataset
+from robust_vae.data import Dataset
 from robust_vae.models import get_family
 from robust_vae.training import vae as training
 from robust_vae.training.vae import checkpoint_dir, train_vae

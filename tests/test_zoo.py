@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from robust_vae.core.errors import ZooError
-from robust_vae.data.mnist import Dataset
+from robust_vae.data import Dataset
 from robust_vae.models.classifier import LeNet, accuracy
 from robust_vae.zoo import (
     MODELS_ENV,

@@ -194,7 +194,8 @@ def default_label(runs: Sequence[RunCounts]) -> str:
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN slices stay NaN
-        return np.nanmean(values, axis=axis)
+        means: np.ndarray = np.nanmean(values, axis=axis)
+        return means
 
 
 def group_statistic(rates: np.ndarray, cell_groups: np.ndarray | None = None) -> np.ndarray:
@@ -247,7 +248,7 @@ def group_marginals(group: Group, replicates: int = DEFAULT_BOOTSTRAP, seed: int
 
 # ----------------------------------------------------------------------------- tests
 def paired_tests(a: np.ndarray, b: np.ndarray, permutations: int = DEFAULT_PERMUTATIONS,
-                 seed: int = 0) -> dict[str, float]:
+                 seed: int = 0) -> dict[str, Any]:
     """Paired tests over cells of the per-cell rates ``a`` and ``b`` ((C,) each, NaN skipped).
 
     Returns ``cells`` (pairs used), ``a_higher``, ``b_higher``, ``mean_difference``,

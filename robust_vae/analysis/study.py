@@ -136,7 +136,7 @@ class Study:
 
     @property
     def runs_dir(self) -> Path:
-        return self.out_dir / self.raw.get("study", {}).get("runs_dir", "runs")
+        return self.out_dir / str(self.raw.get("study", {}).get("runs_dir", "runs"))
 
 
 def _need(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -189,7 +189,7 @@ def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[st
         raise ConfigError(f"study file {path}: unknown [study] key(s) {bad}; known: {sorted(STUDY_KEYS)}")
     where = f"study file {path}"
     per_pair_value = _per_pair(head.get("per_pair", 200), where) if per_pair is None else per_pair
-    numbers = {}
+    numbers: dict[str, Any] = {}
     for key, default, low in (("seed", 0, 0), ("batch_size", 512, 1), ("bootstrap", 2000, 1),
                               ("bootstrap_seed", 0, 0), ("permutations", 10_000, 1)):
         value = head.get(key, default)

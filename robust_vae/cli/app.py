@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         setup_torch(args)
-        return args.handler(args)
+        code: int = args.handler(args)
+        return code
     except RobustVAEError as error:
         print(f"robust-vae {args.command}: error: {error}", file=sys.stderr)
         return 2

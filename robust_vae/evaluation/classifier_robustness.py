@@ -30,7 +30,7 @@ from robust_vae.attacks.e2e import EndToEndAttack
 from robust_vae.attacks.foolbox_base import run_foolbox
 from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError
-from robust_vae.data.mnist import Dataset
+from robust_vae.data import Dataset
 from robust_vae.evaluation.success_matrix import SuccessMatrix, library_versions, success_matrix
 from robust_vae.models.base import LatentParams
 from robust_vae.models.classifier import accuracy

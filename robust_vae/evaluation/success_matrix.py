@@ -34,8 +34,9 @@ from robust_vae.core import progress
 from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError
 from robust_vae.core.version import __version__
-from robust_vae.data.mnist import Dataset, class_pairs
+from robust_vae.data import Dataset, class_pairs
 from robust_vae.evaluation.run_config import fingerprint_of
+from robust_vae.models import attackable
 
 CELL_COLUMNS = [
     "source", "target", "n_pairs", "n", "hits_target", "hits_ignore_target",
@@ -71,10 +72,11 @@ def clean_predictions(model: nn.Module, classifier: nn.Module, images: torch.Ten
                       batch_size: int = 1000) -> np.ndarray:
     """Classifier labels of the deterministic reconstructions of ``images`` (N,) int64."""
     device = model_device(model)
+    net = attackable(model)
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device)
-        out.append(classifier(model.reconstruct(x)).argmax(-1).cpu())
+        out.append(classifier(net.reconstruct(x)).argmax(-1).cpu())
     return torch.cat(out).numpy()
 
 
@@ -155,7 +157,7 @@ class RunStore:
     def save_unit(self, unit: int, arrays: dict[str, np.ndarray]) -> None:
         path = self.unit_path(unit)
         tmp = path.with_name(path.stem + ".partial.npz")
-        np.savez_compressed(tmp, **arrays)
+        np.savez_compressed(tmp, **dict[str, Any](arrays))
         tmp.replace(path)
 
     def load_unit(self, unit: int) -> dict[str, np.ndarray]:
@@ -233,7 +235,7 @@ class SuccessMatrix:
         self.plot(out)
         (out / "summary.md").write_text(self.to_markdown())
         (out / "run.json").write_text(json.dumps(self.metadata, indent=2, default=str) + "\n")
-        np.savez_compressed(out / "samples.npz", **_samples_to_arrays(self.samples))
+        np.savez_compressed(out / "samples.npz", **dict[str, Any](_samples_to_arrays(self.samples)))
 
     @classmethod
     def load(cls, run_dir: str | Path) -> SuccessMatrix:
@@ -372,7 +374,7 @@ def success_matrix(
             results[unit_id] = store.load_unit(unit_id)
             continue
         started = time.perf_counter()
-        arrays = _attack_unit([plans[i] for i in unit], model, classifier, dataset, attack,
+        arrays = attack_unit([plans[i] for i in unit], model, classifier, dataset, attack,
                               seed, batch_size, device, bar)
         arrays["seconds"] = np.array([time.perf_counter() - started])
         if store is not None:
@@ -407,7 +409,7 @@ def success_matrix(
 
 @torch.no_grad()
 def _classify_reconstructions(model: nn.Module, classifier: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    recon = model.reconstruct(x)
+    recon = attackable(model).reconstruct(x)
     return recon, classifier(recon).argmax(-1)
 
 
@@ -428,7 +430,7 @@ def _batch_progress(bar: Any, size: int) -> Callable[[int, int], None]:
     return move
 
 
-def _attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, dataset: Dataset,
+def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, dataset: Dataset,
                  attack: Attack, seed: int, batch_size: int, device: torch.device,
                  bar: Any = None) -> dict[str, np.ndarray]:
     """Attack every kept example of ``plans``; per-example records plus one sample per pair.

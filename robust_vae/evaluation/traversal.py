@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from robust_vae.core.devices import model_device
+from robust_vae.models import attackable
 
 
 @torch.no_grad()
@@ -22,20 +23,21 @@ def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, ste
     model has a categorical, a (K, 32, 32) array with each category switched on in turn.
     """
     device = model_device(model)
-    params = model.encode(image.unsqueeze(0).to(device))
-    code = model.deterministic_code(params)[0]
+    net = attackable(model)
+    params = net.encode(image.unsqueeze(0).to(device))
+    code = net.deterministic_code(params)[0]
     latent_dim = params.mean.shape[1]
     rows = []
     values = torch.linspace(-span, span, steps, device=device)
     for dim in range(latent_dim):
         codes = code.repeat(steps, 1)
         codes[:, dim] = values
-        rows.append(model.decode(codes)[:, 0].cpu().numpy())
+        rows.append(net.decode(codes)[:, 0].cpu().numpy())
     if params.logits is not None:
         k = params.logits.shape[1]
         codes = code.repeat(k, 1)
         codes[:, latent_dim:] = F.one_hot(torch.arange(k, device=device), k).to(codes)
-        rows.append(model.decode(codes)[:, 0].cpu().numpy())
+        rows.append(net.decode(codes)[:, 0].cpu().numpy())
     return rows
 
 
@@ -44,7 +46,7 @@ def plot_traversal(model: nn.Module, image: torch.Tensor, path: str | Path, span
     """Write the traversal grid as a PNG: rows z1..zD, then the categorical row."""
     rows = traversal_grid(model, image, span, steps)
     columns = max(len(r) for r in rows)
-    has_categorical = getattr(model.encode(image.unsqueeze(0).to(model_device(model))), "logits", None) is not None
+    has_categorical = attackable(model).encode(image.unsqueeze(0).to(model_device(model))).logits is not None
     fig = Figure(figsize=(0.9 * columns + 1.2, 0.9 * len(rows) + 0.8))
     axes = fig.subplots(len(rows), columns, squeeze=False)
     for r, row in enumerate(rows):

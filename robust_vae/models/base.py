@@ -121,7 +121,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.convs(x).flatten(1)
-        return self.head(F.relu(self.hidden(h)))
+        out: torch.Tensor = self.head(F.relu(self.hidden(h)))
+        return out
 
 
 class Decoder(nn.Module):
@@ -139,7 +140,8 @@ class Decoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.deconvs(self.dense(z).view(-1, 64, 4, 4))
+        logits: torch.Tensor = self.deconvs(self.dense(z).view(-1, 64, 4, 4))
+        return logits
 
 
 class LatentVAE(nn.Module):

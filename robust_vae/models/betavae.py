@@ -25,6 +25,7 @@ class BetaVAEConfig(VAEConfig):
 
 @register_family
 class BetaVAE(LatentVAE):
+    config: BetaVAEConfig
     config_class = BetaVAEConfig
     family = "betavae"
 
@@ -48,6 +49,7 @@ class CapacityBetaVAEConfig(VAEConfig):
 
 @register_family
 class CapacityBetaVAE(LatentVAE):
+    config: CapacityBetaVAEConfig
     config_class = CapacityBetaVAEConfig
     family = "betavae-capacity"
 

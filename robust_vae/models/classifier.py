@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust_vae.core.devices import model_device
-from robust_vae.data.mnist import Dataset
+from robust_vae.data import Dataset
 
 ARCHITECTURE = (
     "Conv5x5(1->10) > MaxPool2 > ReLU > Conv5x5(10->20) > Dropout2d > MaxPool2 > ReLU > "
@@ -31,7 +31,8 @@ class LeNet(nn.Module):
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
         x = F.relu(self.fc1(x.flatten(1)))
         x = F.dropout(x, training=self.training)
-        return self.fc2(x)
+        logits: torch.Tensor = self.fc2(x)
+        return logits
 
 
 @torch.no_grad()

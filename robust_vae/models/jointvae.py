@@ -35,6 +35,7 @@ class JointVAEConfig(VAEConfig):
 
 @register_family
 class JointVAE(LatentVAE):
+    config: JointVAEConfig
     config_class = JointVAEConfig
     family = "jointvae"
 

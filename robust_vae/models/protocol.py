@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from robust_vae.core.errors import ConfigError
 from robust_vae.models.base import LatentParams
 
 
@@ -49,3 +50,17 @@ class AttackableModel(Protocol):
     def eval(self) -> Any:
         """Switch to evaluation mode (attacks never train)."""
         ...
+
+
+INTERFACE_METHODS = ("encode", "decode", "deterministic_code", "reconstruct", "relaxed_reconstruct", "attack_code")
+
+
+def attackable(model: object) -> AttackableModel:
+    """``model`` as an :class:`AttackableModel`, or a one-line error naming the missing methods."""
+    missing = [name for name in INTERFACE_METHODS if not callable(getattr(model, name, None))]
+    if missing or not isinstance(model, AttackableModel):
+        raise ConfigError(
+            f"{type(model).__name__} is not an attackable model: it lacks {', '.join(missing) or 'parameters/eval'} "
+            "(implement the interface of robust_vae.models.AttackableModel, e.g. subclass LatentVAE)"
+        )
+    return model

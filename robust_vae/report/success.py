@@ -390,6 +390,7 @@ def plot_heatmaps(cells: pd.DataFrame, path: str | Path, title: str = "",
     image = None
     for ax, values, rate in zip(axes, (target, ignore), RATES):
         image = _draw_heatmap(ax, 100.0 * values, f"{RATE_LABELS[rate]} (%)", cmap)
+    assert image is not None
     fig.colorbar(image, ax=list(axes), label="success rate (%)", shrink=0.85)
     if title:
         fig.suptitle(title)
@@ -494,4 +495,5 @@ def _bar_errors(intervals: Mapping[str, pd.DataFrame] | None, run: str,
     lo = by_cls["lo"].reindex(classes).to_numpy(float)
     hi = by_cls["hi"].reindex(classes).to_numpy(float)
     errors = np.vstack([heights - lo, hi - heights])
-    return np.nan_to_num(np.clip(errors, 0.0, None), nan=0.0)
+    clipped: np.ndarray = np.nan_to_num(np.clip(errors, 0.0, None), nan=0.0)
+    return clipped

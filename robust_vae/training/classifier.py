@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robust_vae.core.errors import ConfigError
-from robust_vae.data.mnist import load_dataset
+from robust_vae.data import load_dataset
 from robust_vae.models.classifier import ARCHITECTURE, LeNet, accuracy
 from robust_vae.zoo.cards import Card, models_root, save_weights
 
@@ -62,7 +62,7 @@ def train_classifier(
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             loss = F.cross_entropy(model(images[idx]), labels[idx])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             schedule.step()
             bar.update(1)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from robust_vae.core.devices import model_device
 from robust_vae.core.paths import default_cache_dir
-from robust_vae.data.mnist import Dataset, load_dataset
+from robust_vae.data import Dataset, load_dataset
 from robust_vae.models import LatentVAE, get_family
 from robust_vae.models.base import categorical_kl, gaussian_kl
 from robust_vae.zoo import Card, model_stem, models_root, save_weights
@@ -213,7 +213,7 @@ def train_vae(
         terms = model.loss_terms(x)
         loss = model.objective(terms, step, config.steps)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         step += 1
         steps_this_call += 1

@@ -56,7 +56,7 @@ class Card:
 
     @property
     def name(self) -> str:
-        return self.data["name"]
+        return str(self.data["name"])
 
     @property
     def seed(self) -> int | None:

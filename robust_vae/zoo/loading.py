@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from robust_vae.core.errors import ZooError
-from robust_vae.models import get_family
+from robust_vae.models import LatentVAE, get_family
 from robust_vae.models.classifier import LeNet
 from robust_vae.zoo.cards import find_card, load_state
 
@@ -19,7 +19,7 @@ def load_classifier(dataset: str = "mnist", device: str | torch.device = "cpu") 
 
 def load_model(
     name: str, dataset: str = "mnist", seed: int = 0, device: str | torch.device = "cpu"
-) -> nn.Module:
+) -> LatentVAE:
     """A shipped VAE (``vae``, ``vae-wd``, ``jointvae``, ...), verified and in ``eval()`` mode."""
     family_class = get_family(name)
     card = find_card(name, dataset, seed)
@@ -30,4 +30,6 @@ def load_model(
             f"the family {name!r} uses {config_class.__name__}: retrain it"
         )
     config = config_class.from_dict(card.data["config"])
-    return load_state(card, family_class(config)).to(device)
+    model = family_class(config)
+    load_state(card, model)
+    return model.to(device)
