@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tomllib
 
 from robust_vae.analysis.comparison import (
     Group,

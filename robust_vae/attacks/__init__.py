@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from robust_vae.attacks.base import Attack, AttackResult, Problem, RunOutput
 from robust_vae.attacks.recipe import (
-    is_recipe, load_attack, parse_overrides, read_recipe, recipe_names, recipes_folder,
+    is_recipe,
+    load_attack,
+    parse_overrides,
+    read_recipe,
+    recipe_names,
+    recipes_folder,
 )
 from robust_vae.attacks.registry import ATTACKS, make_attack, register_attack
 

@@ -11,14 +11,17 @@ over-report.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
 
+from robust_vae.attacks.budgets import L2_BALL, LINF_BALL, Budget, budget_for
 from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError
+from robust_vae.models.protocol import AttackableModel
 
 Sweep = float | Sequence[float]
 
@@ -42,7 +45,7 @@ class AttackResult:
     sweep_values: list[float]
     attack: str = ""
 
-    def select(self, index: torch.Tensor) -> "AttackResult":
+    def select(self, index: torch.Tensor) -> AttackResult:
         """Reduce the sweep: ``index`` (N,) picks one sweep entry per example -> K = 1."""
         n = self.l2.shape[1]
         columns = torch.arange(n, device=index.device)
@@ -58,7 +61,7 @@ class AttackResult:
             sweep_values=[math.nan],
         )
 
-    def best_latent(self) -> tuple["AttackResult", torch.Tensor]:
+    def best_latent(self) -> tuple[AttackResult, torch.Tensor]:
         """Per example, the sweep entry closest to the target code; returns it and the index."""
         index = self.latent_distance.argmin(0)
         return self.select(index), index
@@ -75,43 +78,22 @@ def per_example_normal(shape: torch.Size, seeds: torch.Tensor, std: float) -> to
 
 
 def project_linf(x: torch.Tensor, center: torch.Tensor, epsilon: torch.Tensor | float | None) -> torch.Tensor:
-    """Project onto {|x − center|∞ ≤ ε} ∩ [0, 1]; ε broadcast per example, (N,) or scalar."""
-    x = x.clamp(0.0, 1.0)
-    if epsilon is not None:
-        eps = _per_example(epsilon, x)
-        x = torch.maximum(torch.minimum(x, center + eps), center - eps).clamp(0.0, 1.0)
-        # (center + ε) − center can round above ε in float32: step such values inwards
-        for _ in range(4):
-            over = (x - center).abs() > eps
-            if not over.any():
-                break
-            x = torch.where(over, torch.nextafter(x, center), x)
-    return x
+    """Project onto {|x − center|∞ ≤ ε} ∩ [0, 1]; ε broadcast per example, (N,) or scalar
+    (:meth:`robust_vae.attacks.budgets.LinfBall.project`)."""
+    return LINF_BALL.project(x, center, epsilon)
 
 
 def project_l2(x: torch.Tensor, center: torch.Tensor, epsilon: torch.Tensor | float) -> torch.Tensor:
-    """Project the perturbation onto the L2 ball of radius ε, then clip to [0, 1]."""
-    d = x - center
-    norms = d.flatten(1).norm(dim=1).clamp_min(1e-12)
-    eps = _per_example(epsilon, x).flatten()
-    scale = torch.clamp(eps / norms, max=1.0)
-    shape = (-1, *([1] * (x.dim() - 1)))
-    x = (center + d * scale.view(shape)).clamp(0.0, 1.0)
-    # ε/‖d‖ and center + d·scale round in float32, so ‖x − center‖ can land an ulp above ε:
-    # shrink such rows by a few ulps (relative 2^-22, doubling) until the budget holds
-    for attempt in range(8):
-        over = (x - center).flatten(1).norm(dim=1) > eps
-        if not over.any():
-            break
-        scale = torch.where(over, scale * (1.0 - 2.0 ** (attempt - 22)), scale)
-        x = (center + d * scale.view(shape)).clamp(0.0, 1.0)
-    return x
+    """Project the perturbation onto the L2 ball of radius ε, then clip to [0, 1]
+    (:meth:`robust_vae.attacks.budgets.L2Ball.project`)."""
+    return L2_BALL.project(x, center, epsilon)
 
 
-def _per_example(value: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(value, torch.Tensor) and value.dim() > 0:
-        return value.to(x).view(-1, *([1] * (x.dim() - 1)))
-    return torch.as_tensor(value, dtype=x.dtype, device=x.device)
+def as_attackable(model: nn.Module) -> AttackableModel:
+    """``model`` seen through the attack interface (:class:`AttackableModel`): a static view for
+    the type checker, the same object at run time (no check; for the checked conversion with a
+    one-line error see :func:`robust_vae.models.protocol.attackable`)."""
+    return cast(AttackableModel, model)
 
 
 @dataclass
@@ -146,20 +128,34 @@ class Attack:
     """Base class: keyword-only hyperparameters (dataclass fields) and one ``__call__``.
 
     Subclasses declare ``name``, optionally ``sweep_field`` (a field that may hold a list of
-    values, giving the K axis), ``budget_norm`` ("linf", "l2" or None) with an ``epsilon``
-    field, and implement :meth:`run`.
+    values, giving the K axis), ``budget_norm`` ("linf", "l2" or None; a class attribute, or a
+    property where a field chooses it) with an ``epsilon`` field, and implement :meth:`run`.
+    The budget object of that norm is :attr:`budget`.
     """
 
     name: ClassVar[str] = "attack"
     sweep_field: ClassVar[str | None] = None
-    budget_norm: ClassVar[str | None] = None
-    needs_target_images: ClassVar[bool] = False
 
     seed: int = field(default=0, kw_only=True)
     device: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def budget_norm(self) -> str | None:
+        """The recipe string of the budget's norm ("linf", "l2"), None without a budget."""
+        return None
+
+    @property
+    def budget(self) -> Budget:
+        """The budget object of :attr:`budget_norm` (the box alone when it is None)."""
+        return budget_for(self.budget_norm)
+
+    @property
+    def needs_target_images(self) -> bool:
+        """Whether the attack needs target images (not just target codes)."""
+        return False
 
     # ----- configuration -----
     def validate(self) -> None:
@@ -169,7 +165,7 @@ class Attack:
                 if not value >= 0:
                     raise ConfigError(f"{self.name}: epsilon must be >= 0, got {value}")
 
-    def bind(self, *, classifier: nn.Module | None = None, data_dir: str | None = None) -> "Attack":
+    def bind(self, *, classifier: nn.Module | None = None, data_dir: str | None = None) -> Attack:
         """Context beyond the hyperparameters: the evaluation classifier and the data root
         (``--data-dir``). Attacks that need neither ignore it; returns ``self``."""
         return self
@@ -186,7 +182,7 @@ class Attack:
     def _as_list(value: Sweep) -> list[float]:
         if isinstance(value, (list, tuple)):
             return [float(v) for v in value]
-        return [float(value)]
+        return [float(cast(float, value))]
 
     def sweep_values(self) -> list[float] | None:
         if self.sweep_field is None:
@@ -214,6 +210,15 @@ class Attack:
         device = torch.device(self.device) if self.device else model_device(model)
         if self.device:
             model.to(device)
+        problem = self._flatten_batch(as_attackable(model), device, sources, targets, seeds, target_classes)
+        out = self._run_frozen(model, problem)
+        return self._result(as_attackable(model), problem, out, device)
+
+    def _flatten_batch(self, model: AttackableModel, device: torch.device, sources: torch.Tensor,
+                       targets: torch.Tensor, seeds: torch.Tensor | None,
+                       target_classes: torch.Tensor | None) -> Problem:
+        """The :class:`Problem` of a call: inputs checked, moved to ``device`` and replicated
+        over the K sweep values."""
         if sources.dim() != 4:
             raise ConfigError(f"sources must be (N, C, H, W), got shape {tuple(sources.shape)}")
         n = sources.shape[0]
@@ -241,42 +246,55 @@ class Attack:
         sweep = None
         if values:
             sweep = torch.tensor(values, dtype=torch.float32, device=device).repeat_interleave(n)
-        epsilon = None
-        if self.budget_norm is not None and getattr(self, "epsilon", None) is not None:
-            if self.sweep_field == "epsilon":
-                epsilon = sweep.clone()
-            else:
-                epsilon = torch.full((k * n,), float(self.epsilon), device=device)
-        problem = Problem(
+        return Problem(
             sources=tile(sources),
             targets=tile(target_images) if target_images is not None else None,
             target_code=tile(target_code),
             sweep=sweep,
             seeds=tile(seeds) + 1_000_003 * torch.arange(k).repeat_interleave(n),
-            epsilon=epsilon,
+            epsilon=self._epsilons(sweep, k * n, device),
             target_classes=None if target_classes is None else tile(target_classes.to(device, torch.int64)),
         )
+
+    def _epsilons(self, sweep: torch.Tensor | None, size: int, device: torch.device) -> torch.Tensor | None:
+        """The (M,) budget of every problem, None without a budget or without an ``epsilon``."""
+        epsilon = getattr(self, "epsilon", None)
+        if self.budget.norm is None or epsilon is None:
+            return None
+        if self.sweep_field == "epsilon":
+            assert sweep is not None
+            return sweep.clone()
+        return torch.full((size,), float(epsilon), device=device)
+
+    def _run_frozen(self, model: nn.Module, problem: Problem) -> RunOutput:
+        """:meth:`run` with the model in eval mode and no parameter gradients (restored after)."""
         was_training = model.training
         model.eval()
         requires = [p.requires_grad for p in model.parameters()]
         for p in model.parameters():
             p.requires_grad_(False)
         try:
-            out = self.run(model, problem)
+            return self.run(model, problem)
         finally:
             for p, flag in zip(model.parameters(), requires):
                 p.requires_grad_(flag)
             model.train(was_training)
 
+    def _result(self, model: AttackableModel, problem: Problem, out: RunOutput, device: torch.device) -> AttackResult:
+        """The :class:`AttackResult` of ``out``: adversarials clipped to the box and the budget,
+        distortions and latent distances recomputed from them."""
         adversarial = self._clip(out.adversarial.detach(), problem)
         with torch.no_grad():
-            d = (adversarial - problem.sources).flatten(1)
+            l2 = L2_BALL.distance(adversarial, problem.sources)
+            linf = LINF_BALL.distance(adversarial, problem.sources)
             latent = (model.attack_code(adversarial) - problem.target_code).norm(dim=1)
-        shape = (k, n)
+        values = self.sweep_values()
+        k = len(values) if values else 1
+        shape = (k, problem.sources.shape[0] // k)
         return AttackResult(
-            adversarial=adversarial.view(k, n, *sources.shape[1:]),
-            l2=d.norm(dim=1).view(shape),
-            linf=d.abs().amax(dim=1).view(shape),
+            adversarial=adversarial.view(*shape, *problem.sources.shape[1:]),
+            l2=l2.view(shape),
+            linf=linf.view(shape),
             latent_distance=latent.view(shape),
             objective=out.objective.detach().to(device).view(shape),
             iterations=out.iterations.to(torch.int64).view(shape).to(device),
@@ -286,11 +304,8 @@ class Attack:
         )
 
     def _clip(self, x: torch.Tensor, problem: Problem) -> torch.Tensor:
-        if self.budget_norm == "l2" and problem.epsilon is not None:
-            x = project_l2(x, problem.sources, problem.epsilon)
-        else:
-            x = project_linf(x, problem.sources, problem.epsilon if self.budget_norm == "linf" else None)
-        return x
+        """``x`` projected onto the box and the problem's budget."""
+        return self.budget.project(x, problem.sources, problem.epsilon)
 
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:  # pragma: no cover - abstract
         raise NotImplementedError

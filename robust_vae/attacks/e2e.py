@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robust_vae.core.devices import model_device
+from robust_vae.attacks.base import as_attackable
 from robust_vae.attacks.foolbox_base import FoolboxAttack
-from robust_vae.attacks.registry import register_attack
 from robust_vae.attacks.output import differentiable_reconstruction
+from robust_vae.attacks.registry import register_attack
+from robust_vae.core.devices import model_device
 
 
 def straight_through_reconstruction(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -28,9 +29,9 @@ def straight_through_reconstruction(model: nn.Module, x: torch.Tensor) -> torch.
     ``model.relaxed_reconstruct(x)`` (or of ``reconstruct`` for a model without one).
     """
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return model.reconstruct(x)
+        return as_attackable(model).reconstruct(x)
     with torch.no_grad():
-        hard = model.reconstruct(x)
+        hard = as_attackable(model).reconstruct(x)
     soft = differentiable_reconstruction(model, x)
     return hard + (soft - soft.detach())  # adds exactly zero to the value
 
@@ -45,7 +46,8 @@ class ReconstructionClassifier(nn.Module):
         self.training = False  # a pipeline for inference; the wrapped modules keep their own mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(straight_through_reconstruction(self.model, x))
+        logits: torch.Tensor = self.classifier(straight_through_reconstruction(self.model, x))
+        return logits
 
 
 @register_attack

@@ -23,6 +23,10 @@ onto the target's code".
 draw it from torch's global generator for the whole batch), so an example's result does not
 depend on the rest of its batch beyond float rounding.
 
+**Progress.** foolbox runs its own loop, so :func:`run_foolbox` wraps the attacked pipeline in a
+:class:`StepCounter`: each forward pass foolbox makes (one per PGD or CW step) is reported to
+:mod:`robust_vae.core.progress` as one step of :attr:`FoolboxAttack.total_steps`.
+
 The objective an attack reports is the targeted margin max_{j ≠ t} logit_j − logit_t of the
 attacked pipeline at the returned adversarial: negative exactly when the pipeline labels it t,
 i.e. when foolbox counts it a success.
@@ -30,18 +34,40 @@ i.e. when foolbox counts it a success.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from robust_vae.attacks.base import Attack, Problem, RunOutput, per_example_generators
+from robust_vae.attacks.budgets import Norm, NormBall
+from robust_vae.attacks.options import Choice
+from robust_vae.core import progress
 from robust_vae.core.errors import ConfigError
 
-# method -> norm of its budget
-METHODS: dict[str, str] = {"linf-pgd": "linf", "l2-pgd": "l2", "cw": "l2"}
+if TYPE_CHECKING:
+    from eagerpy.tensor.tensor import Tensor as EagerTensor
+
+
+class FoolboxMethod(Choice):
+    """The foolbox attack a :class:`FoolboxAttack` runs (its ``method`` field)."""
+
+    LINF_PGD = "linf-pgd"  # foolbox LinfPGD
+    L2_PGD = "l2-pgd"      # foolbox L2PGD
+    CW = "cw"              # foolbox L2CarliniWagnerAttack
+
+    @property
+    def norm(self) -> Norm:
+        """The norm of the method's budget."""
+        return Norm.LINF if self is FoolboxMethod.LINF_PGD else Norm.L2
+
+
+# method -> norm of its budget (the recipe strings)
+METHODS: dict[str, str] = {method.value: method.norm.value for method in FoolboxMethod}
 
 
 @contextmanager
@@ -64,6 +90,25 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
+class StepCounter(nn.Module):
+    """``net`` unchanged, except that every forward call is reported as one optimisation step
+    (:func:`robust_vae.core.progress.step`, out of ``total``): foolbox runs its own loop, and
+    each of its steps makes one forward pass."""
+
+    def __init__(self, net: nn.Module, total: int) -> None:
+        super().__init__()
+        self.net = net
+        self.total = total
+        self.calls = 0
+        self.training = False  # a pipeline for inference; the wrapped modules keep their own mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        self.calls += 1
+        progress.step(self.calls, self.total)
+        return out
+
+
 def targeted_margin(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """max_{j ≠ t} logit_j − logit_t per row: (M, K), (M,) -> (M,); < 0 iff argmax is t (no ties)."""
     rows = torch.arange(logits.shape[0], device=logits.device)
@@ -73,26 +118,20 @@ def targeted_margin(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor
     return others.amax(dim=1) - target
 
 
-def per_example_start(shape: torch.Size, seeds: torch.Tensor, norm: str) -> torch.Tensor:
+def per_example_start(shape: torch.Size, seeds: torch.Tensor, norm: str | NormBall) -> torch.Tensor:
     """Uniform random starts in the unit L∞ or L2 ball, (M, *shape); row i depends on seeds[i] only.
 
-    L2: the first n coordinates of a uniform point on the (n + 1)-sphere are uniform in the n-ball
-    (Voelker et al. 2017, as foolbox samples them).
+    ``norm``: ``"linf"``, ``"l2"`` or the ball itself (:meth:`NormBall.sample_unit_ball`).
     """
+    ball = Norm.parse(norm, "random start norm").budget if isinstance(norm, str) else norm
     n = int(torch.Size(shape).numel())
-    rows = []
-    for g in per_example_generators(seeds):
-        if norm == "linf":
-            rows.append(torch.rand(n, generator=g) * 2 - 1)
-        else:
-            point = torch.randn(n + 2, generator=g)
-            rows.append((point / point.norm())[:n])
+    rows = [ball.sample_unit_ball(n, g) for g in per_example_generators(seeds)]
     if not rows:
         return torch.zeros((0, *shape))
     return torch.stack(rows).view(-1, *shape)
 
 
-def _foolbox():  # type: ignore[no-untyped-def]
+def _foolbox() -> ModuleType:
     try:
         import foolbox
     except ImportError:  # pragma: no cover - foolbox is a declared dependency
@@ -105,35 +144,52 @@ def foolbox_attack(method: str, *, steps: int, rel_stepsize: float, random_start
                    confidence: float = 0.0, initial_const: float = 1e-3, abort_early: bool = True) -> Any:
     """The foolbox attack object for ``method`` (PGD random starts drawn per example from ``seeds``)."""
     fb = _foolbox()
-    if method == "cw":
+    kind = FoolboxMethod.parse(method, "foolbox method")
+    if kind is FoolboxMethod.CW:
         return fb.attacks.L2CarliniWagnerAttack(
             binary_search_steps=binary_search_steps, steps=steps, stepsize=cw_stepsize,
             confidence=confidence, initial_const=initial_const, abort_early=abort_early)
-    base = fb.attacks.LinfPGD if method == "linf-pgd" else fb.attacks.L2PGD
-    norm = METHODS[method]
+    return _seeded_pgd(kind, seeds)(rel_stepsize=rel_stepsize, steps=steps, random_start=random_start)
 
-    class SeededPGD(base):  # type: ignore[misc, valid-type]
-        def get_random_start(self, x0, epsilon):  # type: ignore[no-untyped-def]
-            import eagerpy as ep
 
-            start = per_example_start(x0.shape[1:], seeds, norm).to(x0.raw)
-            return x0 + ep.astensor(start * epsilon)
+def _seeded_pgd(method: FoolboxMethod, seeds: torch.Tensor) -> type[Any]:
+    """foolbox's PGD class for ``method``, its random start drawn per example from ``seeds``."""
+    from eagerpy.astensor import astensor
+    from foolbox.attacks import L2PGD, LinfPGD
 
-    return SeededPGD(rel_stepsize=rel_stepsize, steps=steps, random_start=random_start)
+    ball = method.norm.budget
+
+    def seeded_start(x0: EagerTensor, epsilon: float) -> EagerTensor:
+        start = per_example_start(torch.Size(x0.shape[1:]), seeds, ball).to(x0.raw)
+        return x0 + astensor(start * epsilon)
+
+    class SeededLinfPGD(LinfPGD):
+        def get_random_start(self, x0: EagerTensor, epsilon: float) -> EagerTensor:
+            return seeded_start(x0, epsilon)
+
+    class SeededL2PGD(L2PGD):
+        def get_random_start(self, x0: EagerTensor, epsilon: float) -> EagerTensor:
+            return seeded_start(x0, epsilon)
+
+    return SeededLinfPGD if method is FoolboxMethod.LINF_PGD else SeededL2PGD
 
 
 def run_foolbox(net: nn.Module, attack: Any, images: torch.Tensor, classes: torch.Tensor,
-                epsilon: float, *, targeted: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                epsilon: float, *, targeted: bool = True, total_steps: int | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run a foolbox ``attack`` on ``net`` (images in [0, 1] -> logits) at budget ``epsilon``.
 
     images (M, C, H, W) in [0, 1]; classes (M,) int64: target classes (``targeted``) or true
     labels (untargeted, ``Misclassification``). Returns foolbox's clipped adversarials
     (M, C, H, W) (inside the ε-ball), foolbox's own success flags for them (M,) bool, and its raw
     outputs (M, C, H, W) (for a minimisation attack such as CW: possibly outside the ball).
+    With ``total_steps``, each forward pass foolbox makes is reported as a step of that many
+    (:class:`StepCounter`).
     """
     fb = _foolbox()
     with frozen(net), torch.enable_grad():
-        fmodel = fb.PyTorchModel(net, bounds=(0.0, 1.0), device=images.device)
+        attacked = net if total_steps is None else StepCounter(net, total_steps)
+        fmodel = fb.PyTorchModel(attacked, bounds=(0.0, 1.0), device=images.device)
         criterion = (fb.criteria.TargetedMisclassification(classes) if targeted
                      else fb.criteria.Misclassification(classes))
         raw, clipped, success = attack(fmodel, images, criterion, epsilons=float(epsilon))
@@ -153,7 +209,6 @@ class FoolboxAttack(Attack):
     """
 
     name: ClassVar[str] = "foolbox"
-    budget_norm: ClassVar[str | None] = "linf"
 
     method: str = "linf-pgd"
     epsilon: float = 0.1
@@ -168,21 +223,28 @@ class FoolboxAttack(Attack):
     dataset: str = "mnist"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"{self.name}: method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        self.budget_norm = METHODS[self.method]  # type: ignore[misc]  # per-instance budget
         self._classifier: nn.Module | None = None
         self._data_dir: str | None = None
         super().__post_init__()
 
     def validate(self) -> None:
+        FoolboxMethod.parse(self.method, f"{self.name}: method")
         super().validate()
         if self.epsilon is None or isinstance(self.epsilon, (list, tuple)):
             raise ConfigError(f"{self.name}: epsilon must be one number (the budget)")
         if self.steps < 1 or self.rel_stepsize <= 0 or self.binary_search_steps < 1 or self.cw_stepsize <= 0:
             raise ConfigError(f"{self.name}: steps, rel_stepsize, binary_search_steps and cw_stepsize must be positive")
 
-    def bind(self, *, classifier: nn.Module | None = None, data_dir: str | None = None) -> "FoolboxAttack":
+    @property
+    def budget_norm(self) -> str:
+        return FoolboxMethod(self.method).norm.value  # per instance: the method chooses the budget
+
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps per example: ``steps`` (for ``cw``: × ``binary_search_steps``)."""
+        return self.steps * (self.binary_search_steps if FoolboxMethod(self.method) is FoolboxMethod.CW else 1)
+
+    def bind(self, *, classifier: nn.Module | None = None, data_dir: str | None = None) -> FoolboxAttack:
         """Use this evaluation classifier (default: the zoo's for ``dataset``) and data root."""
         if classifier is not None:
             self._classifier = classifier
@@ -219,14 +281,14 @@ class FoolboxAttack(Attack):
             return problem.target_classes.to(problem.sources.device, torch.int64)
         with torch.no_grad():
             if problem.targets is not None:
-                return net(problem.targets).argmax(-1)
+                logits: torch.Tensor = net(problem.targets)
+                return logits.argmax(-1)
             return self.classes_from_codes(model, net, problem.target_code)
 
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:
         sources = problem.sources
         m = sources.shape[0]
-        iterations = torch.full((m,), self.steps * (self.binary_search_steps if self.method == "cw" else 1),
-                                dtype=torch.int64)
+        iterations = torch.full((m,), self.total_steps, dtype=torch.int64)
         net = self.network(model)
         with frozen(net):
             classes = self.target_classes(model, net, problem)
@@ -235,8 +297,10 @@ class FoolboxAttack(Attack):
             for value in torch.unique(problem.epsilon).tolist():  # one ε unless ε is swept
                 rows = (problem.epsilon == value).nonzero().flatten()
                 attack = self.foolbox_attack(problem.seeds[rows.cpu()])
-                found, _, raw = run_foolbox(net, attack, sources[rows], classes[rows], value)
-                if self.method == "cw":  # where CW found no adversarial of any size, foolbox returns zeros
+                found, _, raw = run_foolbox(net, attack, sources[rows], classes[rows], value,
+                                            total_steps=self.total_steps)
+                if FoolboxMethod(self.method) is FoolboxMethod.CW:
+                    # where CW found no adversarial of any size, foolbox returns zeros
                     with torch.no_grad():
                         any_size = net(raw).argmax(-1) == classes[rows]
                     found = torch.where(any_size.view(-1, 1, 1, 1), found, sources[rows])

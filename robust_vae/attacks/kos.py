@@ -12,13 +12,18 @@ classifier: success is judged, as for every attack, on the deterministic reconst
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
-from robust_vae.core.devices import model_device
 from robust_vae.attacks.foolbox_base import FoolboxAttack
 from robust_vae.attacks.registry import register_attack
+from robust_vae.core.devices import model_device
+
+if TYPE_CHECKING:  # the latent classifier module (tqdm, data loading) is imported on first use
+    from robust_vae.attacks.latent_classifier import EncoderClassifier, LatentClassifier, LatentClassifierConfig
+    from robust_vae.zoo.cards import Card
 
 
 @register_attack
@@ -45,17 +50,18 @@ class KosClassifierAttack(FoolboxAttack):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.progress = True  # tqdm bar while a latent classifier trains (not a hyperparameter)
-        self._networks: dict[str, nn.Module] = {}
+        self._networks: dict[str, LatentClassifier] = {}
         self.classifier_config()  # validates the classifier settings now, not at the first batch
 
-    def classifier_config(self):  # type: ignore[no-untyped-def]
+    def classifier_config(self) -> LatentClassifierConfig:
+        """The latent classifier's settings, from the ``classifier_*`` fields."""
         from robust_vae.attacks.latent_classifier import LatentClassifierConfig
 
         return LatentClassifierConfig(
             hidden=self.classifier_hidden, layers=self.classifier_layers, epochs=self.classifier_epochs,
             lr=self.classifier_lr, train_size=self.classifier_train_size, seed=self.classifier_seed)
 
-    def latent_classifier(self, model: nn.Module):  # type: ignore[no-untyped-def]
+    def latent_classifier(self, model: nn.Module) -> tuple[LatentClassifier, Card]:
         """The model's cached latent classifier and its card (trained on first use)."""
         from robust_vae.attacks.latent_classifier import latent_classifier_for
 
@@ -72,4 +78,5 @@ class KosClassifierAttack(FoolboxAttack):
         return EncoderClassifier(model, self._networks[key].to(model_device(model)))
 
     def classes_from_codes(self, model: nn.Module, net: nn.Module, codes: torch.Tensor) -> torch.Tensor:
-        return net.latent_classifier(codes).argmax(-1)
+        logits: torch.Tensor = cast("EncoderClassifier", net).latent_classifier(codes)
+        return logits.argmax(-1)

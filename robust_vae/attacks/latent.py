@@ -4,64 +4,45 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from robust_vae.attacks.base import (
-    Attack, Problem, RunOutput, Sweep, per_example_normal, project_l2, project_linf,
+from robust_vae.attacks.base import Attack, Problem, RunOutput, Sweep, as_attackable, per_example_normal
+from robust_vae.attacks.budgets import Norm
+from robust_vae.attacks.objectives import (
+    DIVERGENCES,
+    Divergence,
+    code_distance,
+    index_params,
+    latent_divergence,
+    squared_distortion,
 )
+from robust_vae.attacks.optim.adam import BatchedAdam
+from robust_vae.attacks.optim.gradients import LossFn, loss_and_gradient
 from robust_vae.attacks.optim.scipy_lbfgsb import lockstep_lbfgsb
 from robust_vae.attacks.optim.torch_lbfgsb import torch_lbfgsb
-from robust_vae.attacks.objectives import (
-    DIVERGENCES, code_distance, index_params, latent_divergence, squared_distortion,
-)
+from robust_vae.attacks.options import Choice
 from robust_vae.attacks.registry import register_attack
+from robust_vae.core import progress
 from robust_vae.core.errors import ConfigError
+from robust_vae.models.base import LatentParams
 
-# (points (B, C, H, W), indices of the problems (B,)) -> per-problem loss (B,)
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-SOLVERS = ("scipy", "torch")  # L-BFGS-B implementations of lbfgsb_on_images
-
-
-class BatchedAdam:
-    """Adam on a batch of independent problems, with torch.optim.Adam's arithmetic.
-
-    Every row has its own moments and step count, so rows can stop early independently.
-    """
-
-    def __init__(self, x: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
-        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
-        self.m = torch.zeros_like(x)
-        self.v = torch.zeros_like(x)
-        self.t = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-
-    def step(self, x: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Return the updated ``x[rows]`` (all rows when ``rows`` is None) for gradient ``grad``."""
-        sel = slice(None) if rows is None else rows
-        m, v = self.m[sel], self.v[sel]
-        m.lerp_(grad, 1 - self.beta1)
-        v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        self.t[sel] += 1
-        t = self.t[sel]
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        bias1 = (1 - self.beta1 ** t).to(x.dtype).view(shape)
-        bias2_sqrt = (1 - self.beta2 ** t).sqrt().to(x.dtype).view(shape)
-        if rows is not None:
-            self.m[sel], self.v[sel] = m, v
-        denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-        return x - (self.lr / bias1) * m / denom
+__all__ = [
+    "BatchedAdam", "DIVERGENCES", "LatentAdam", "LatentLBFGSB", "LatentPGD", "LossFn", "SOLVERS", "Solver",
+    "lbfgsb_on_images",
+]
 
 
-def _gradient(loss_fn: LossFn, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        loss = loss_fn(x, rows)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), grad
+class Solver(Choice):
+    """The L-BFGS-B implementation of :func:`lbfgsb_on_images`."""
+
+    SCIPY = "scipy"  # one SciPy run per problem, in lock-step worker threads
+    TORCH = "torch"  # the vectorised torch L-BFGS-B
+
+
+SOLVERS = Solver.values()
 
 
 @register_attack
@@ -94,7 +75,7 @@ class LatentAdam(Attack):
 
     def loss(self, model: nn.Module, problem: Problem) -> LossFn:
         def fn(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            distortion = (x - problem.sources[rows]).flatten(1).norm(dim=1)
+            distortion: torch.Tensor = (x - problem.sources[rows]).flatten(1).norm(dim=1)
             return self.lam * distortion + code_distance(model, x, problem.target_code[rows])
         return fn
 
@@ -115,7 +96,7 @@ class LatentAdam(Attack):
             everyone = active.numel() == m
             rows = None if everyone else active
             xa = x if everyone else x[active]
-            loss, grad = _gradient(loss_fn, xa, active)
+            loss, grad = loss_and_gradient(loss_fn, xa, active)
             if accumulated is not None:
                 if everyone:
                     accumulated += grad
@@ -123,21 +104,28 @@ class LatentAdam(Attack):
                 else:
                     accumulated[active] += grad
                     grad = accumulated[active]
-            updated = project_linf(adam.step(xa, grad, rows), sources[active], problem.epsilon[active]
-                                   if problem.epsilon is not None else None)
+            updated = self.budget.project(adam.step(xa, grad, rows), sources[active], problem.epsilon[active]
+                                          if problem.epsilon is not None else None)
             if everyone:
                 x = updated
             else:
                 x[active] = updated
             iterations[active.cpu()] += 1
             if self.early_stop and step % self.check_every == 0:
-                previous = last_check[active]
-                improved = (previous - loss) > self.tolerance * loss.abs().clamp_min(1e-12)
-                last_check[active] = loss
-                active = active[improved | torch.isinf(previous)]
+                active, last_check = self._still_improving(active, loss, last_check)
+            progress.step(step, self.steps)
         with torch.no_grad():
             objective = loss_fn(x, torch.arange(m, device=x.device))
         return RunOutput(x, objective, iterations)
+
+    def _still_improving(self, active: torch.Tensor, loss: torch.Tensor, last_check: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Early stopping: the rows of ``active`` whose loss improved by more than ``tolerance``
+        (relative) since the last check, and the losses recorded for the next check."""
+        previous = last_check[active]
+        improved = (previous - loss) > self.tolerance * loss.abs().clamp_min(1e-12)
+        last_check[active] = loss
+        return active[improved | torch.isinf(previous)], last_check
 
 
 @register_attack
@@ -150,7 +138,6 @@ class LatentPGD(Attack):
     """
 
     name = "latent-pgd"
-    budget_norm = "linf"
 
     epsilon: float = 0.1
     norm: str = "linf"
@@ -158,42 +145,40 @@ class LatentPGD(Attack):
     step_size: float = 0.025
     random_start: bool = True
 
-    def __post_init__(self) -> None:
-        if self.norm not in ("linf", "l2"):
-            raise ConfigError(f"latent-pgd: norm must be 'linf' or 'l2', got {self.norm!r}")
-        self.budget_norm = self.norm  # type: ignore[misc]  # per-instance budget
-        super().__post_init__()
+    def validate(self) -> None:
+        Norm.parse(self.norm, "latent-pgd: norm")
+        super().validate()
+
+    @property
+    def budget_norm(self) -> str:
+        return self.norm  # per instance: the ``norm`` field chooses the budget
 
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:
         sources, eps = problem.sources, problem.epsilon
         assert eps is not None
         m = sources.shape[0]
-        project = project_linf if self.norm == "linf" else project_l2
+        ball = Norm(self.norm).budget
         x = sources.clone()
         if self.random_start:
             generators = [torch.Generator().manual_seed(int(s)) for s in problem.seeds.tolist()]
             start = torch.stack([torch.rand(sources.shape[1:], generator=g) * 2 - 1 for g in generators])
-            start = start.to(sources)
-            if self.norm == "l2":
-                start = start / start.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            x = project(sources + start * eps.view(-1, 1, 1, 1), sources, eps)
+            start = ball.start_from_cube(start.to(sources))
+            x = ball.project(sources + start * eps.view(-1, 1, 1, 1), sources, eps)
         rows = torch.arange(m, device=sources.device)
+        vae = as_attackable(model)
 
         def loss_fn(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-            return (model.attack_code(z) - problem.target_code[r]).pow(2).sum(dim=1)
+            return (vae.attack_code(z) - problem.target_code[r]).pow(2).sum(dim=1)
 
         best_x, best_loss = x.clone(), torch.full((m,), math.inf, device=sources.device)
         alpha = (self.step_size * eps).view(-1, 1, 1, 1)
-        for _ in range(self.steps):
-            loss, grad = _gradient(loss_fn, x, rows)
+        for i in range(self.steps):
+            loss, grad = loss_and_gradient(loss_fn, x, rows)
             better = loss < best_loss
             best_loss = torch.where(better, loss, best_loss)
             best_x[better] = x[better]
-            if self.norm == "linf":
-                direction = grad.sign()
-            else:
-                direction = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            x = project(x - alpha * direction, sources, eps)
+            x = ball.project(x - alpha * ball.steepest_direction(grad), sources, eps)
+            progress.step(i + 1, self.steps)
         with torch.no_grad():
             loss = loss_fn(x, rows)
         better = loss < best_loss
@@ -220,13 +205,11 @@ def lbfgsb_on_images(
     batched (:func:`lockstep_lbfgsb`, at most ``workers`` at once). ``solver="torch"``: the
     vectorised L-BFGS-B of :mod:`robust_vae.attacks.optim.torch_lbfgsb` (``batch`` problems at once).
     """
-    if solver not in SOLVERS:
-        raise ConfigError(f"L-BFGS-B solver must be one of {SOLVERS}, got {solver!r}")
-    sources = problem.sources
-    shape, device = sources.shape[1:], sources.device
-    if solver == "torch":
+    if Solver.parse(solver, "L-BFGS-B solver") is Solver.TORCH:
         return _torch_lbfgsb_on_images(loss_fn, problem, memory=memory, factr=factr, pgtol=pgtol,
                                        max_iter=max_iter, batch=batch)
+    sources = problem.sources
+    shape, device = sources.shape[1:], sources.device
     flat = sources.detach().flatten(1).cpu().double().numpy()
     lower, upper = np.zeros_like(flat), np.ones_like(flat)
     if problem.epsilon is not None:
@@ -236,7 +219,7 @@ def lbfgsb_on_images(
     def objective(index: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = torch.from_numpy(index).to(device)
         x = torch.from_numpy(points).to(device=device, dtype=torch.float32).view(-1, *shape)
-        loss, grad = _gradient(loss_fn, x, rows)
+        loss, grad = loss_and_gradient(loss_fn, x, rows)
         return loss.double().cpu().numpy(), grad.flatten(1).double().cpu().numpy()
 
     result = lockstep_lbfgsb(objective, flat, lower, upper, memory=memory, factr=factr,
@@ -256,7 +239,7 @@ def _torch_lbfgsb_on_images(loss_fn: LossFn, problem: Problem, *, memory: int, f
         lower, upper = torch.clamp(flat - eps, min=0.0), torch.clamp(flat + eps, max=1.0)
 
     def objective(rows: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, grad = _gradient(loss_fn, points.to(torch.float32).view(-1, *shape), rows)
+        loss, grad = loss_and_gradient(loss_fn, points.to(torch.float32).view(-1, *shape), rows)
         return loss.double(), grad.flatten(1).double()
 
     result = torch_lbfgsb(objective, flat, lower, upper, memory=memory, factr=factr, pgtol=pgtol,
@@ -295,32 +278,31 @@ class LatentLBFGSB(Attack):
 
     def validate(self) -> None:
         super().validate()
-        if self.solver not in SOLVERS:
-            raise ConfigError(f"latent-lbfgsb: solver must be one of {SOLVERS}, got {self.solver!r}")
+        Solver.parse(self.solver, "latent-lbfgsb: solver")
         if self.batch < 1:
             raise ConfigError(f"latent-lbfgsb: batch must be >= 1, got {self.batch}")
-        if self.divergence not in DIVERGENCES:
-            raise ConfigError(f"latent-lbfgsb: divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
+        Divergence.parse(self.divergence, "latent-lbfgsb: divergence")
         if any(value < 0 for value in self._as_list(self.c)):
             raise ConfigError("latent-lbfgsb: every C must be >= 0")
 
     @property
-    def needs_target_images(self) -> bool:  # type: ignore[override]
-        return self.divergence == "kl"
+    def needs_target_images(self) -> bool:
+        return Divergence(self.divergence) is Divergence.KL
 
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:
-        target_params = None
-        if self.divergence == "kl":
+        divergence = Divergence(self.divergence)
+        target_params: LatentParams | None = None
+        if divergence is Divergence.KL:
             assert problem.targets is not None
             with torch.no_grad():
-                target_params = model.encode(problem.targets)
+                target_params = as_attackable(model).encode(problem.targets)
         c = problem.sweep
         assert c is not None
 
         def loss_fn(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             params = index_params(target_params, rows) if target_params is not None else None
-            divergence = latent_divergence(model, x, self.divergence, problem.target_code[rows], params)
-            return divergence + c[rows] * squared_distortion(x, problem.sources[rows])
+            distance = latent_divergence(model, x, divergence, problem.target_code[rows], params)
+            return distance + c[rows] * squared_distortion(x, problem.sources[rows])
 
         return lbfgsb_on_images(loss_fn, problem, memory=self.memory, factr=self.factr,
                                 pgtol=self.pgtol, max_iter=self.max_iter, workers=self.workers,

@@ -18,17 +18,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from robust_vae.core.paths import default_cache_dir
-from robust_vae.data.mnist import Dataset, load_dataset
+from robust_vae.attacks.base import as_attackable
 from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError, ZooError
+from robust_vae.core.paths import default_cache_dir
+from robust_vae.data import Dataset, load_dataset
 from robust_vae.zoo.cards import Card, load_state, read_card, save_weights
 
 FAMILY = "latent-classifier"
@@ -68,6 +69,9 @@ class LatentClassifier(nn.Module):
     training codes, saved with the weights), then an MLP of ``layers`` ReLU layers.
     """
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, code_dim: int, num_classes: int, hidden: int = 256, layers: int = 2) -> None:
         super().__init__()
         self.register_buffer("shift", torch.zeros(code_dim))
@@ -81,7 +85,8 @@ class LatentClassifier(nn.Module):
         self.net = nn.Sequential(*blocks)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.net((codes - self.shift) / self.scale)
+        logits: torch.Tensor = self.net((codes - self.shift) / self.scale)
+        return logits
 
 
 class EncoderClassifier(nn.Module):
@@ -94,7 +99,8 @@ class EncoderClassifier(nn.Module):
         self.training = False  # a pipeline for inference; the wrapped modules keep their own mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.latent_classifier(self.model.attack_code(x))
+        logits: torch.Tensor = self.latent_classifier(as_attackable(self.model).attack_code(x))
+        return logits
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -113,7 +119,8 @@ def attack_codes(model: nn.Module, images: torch.Tensor, batch_size: int = 1000)
     device = model_device(model)
     was_training = model.training
     model.eval()
-    codes = [model.attack_code(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    vae = as_attackable(model)
+    codes = [vae.attack_code(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(codes)
 
@@ -170,7 +177,7 @@ def fit_latent_classifier(
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             loss = F.cross_entropy(net(codes[idx]), labels[idx])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)  # what loss.backward() runs
             optimizer.step()
             bar.update(1)
         bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
@@ -256,6 +263,6 @@ def _load_cached(card_path: Path, fingerprint: str, config: LatentClassifierConf
         return None, "its card lacks code_dim or num_classes"
     net = LatentClassifier(data["code_dim"], data["num_classes"], config.hidden, config.layers)
     try:
-        return (load_state(card, net), card), ""
+        return (cast(LatentClassifier, load_state(card, net)), card), ""
     except ZooError as error:  # sha256 mismatch, unreadable file or wrong shapes
         return None, str(error)

@@ -11,17 +11,29 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robust_vae.attacks.base import Attack, Problem, RunOutput, Sweep, project_linf
-from robust_vae.attacks.latent import BatchedAdam, LossFn, _gradient, lbfgsb_on_images
+from robust_vae.attacks.base import Attack, Problem, RunOutput, Sweep, as_attackable
+from robust_vae.attacks.latent import lbfgsb_on_images
 from robust_vae.attacks.objectives import squared_distortion
+from robust_vae.attacks.optim.adam import BatchedAdam
+from robust_vae.attacks.optim.gradients import LossFn, loss_and_gradient
+from robust_vae.attacks.options import Choice
 from robust_vae.attacks.registry import register_attack
+from robust_vae.core import progress
 from robust_vae.core.errors import ConfigError
+
+
+class Optimizer(Choice):
+    """How :class:`OutputAttack` minimises its objective."""
+
+    ADAM = "adam"      # Adam with per-example gradient-norm clipping, L∞-projected
+    LBFGSB = "lbfgsb"  # lock-step SciPy L-BFGS-B under the box (∩ the L∞ ball)
 
 
 def differentiable_reconstruction(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's relaxed reconstruction when it has one, else its plain one."""
     relaxed = getattr(model, "relaxed_reconstruct", None)
-    return relaxed(x) if relaxed is not None else model.reconstruct(x)
+    recon: torch.Tensor = relaxed(x) if relaxed is not None else as_attackable(model).reconstruct(x)
+    return recon
 
 
 @register_attack
@@ -51,8 +63,7 @@ class OutputAttack(Attack):
 
     def validate(self) -> None:
         super().validate()
-        if self.optimizer not in ("adam", "lbfgsb"):
-            raise ConfigError(f"output: optimizer must be 'adam' or 'lbfgsb', got {self.optimizer!r}")
+        Optimizer.parse(self.optimizer, "output: optimizer")
         if any(value < 0 for value in self._as_list(self.c)):
             raise ConfigError("output: every C must be >= 0")
 
@@ -65,7 +76,7 @@ class OutputAttack(Attack):
             mismatch = (recon - targets[rows]).flatten(1).pow(2).sum(dim=1)
             return c[rows] * squared_distortion(x, problem.sources[rows]) + mismatch
 
-        if self.optimizer == "lbfgsb":
+        if Optimizer(self.optimizer) is Optimizer.LBFGSB:
             return lbfgsb_on_images(loss_fn, problem, memory=self.memory, factr=self.factr,
                                     pgtol=self.pgtol, max_iter=self.max_iter, workers=self.workers)
         return self._adam(loss_fn, problem)
@@ -76,11 +87,12 @@ class OutputAttack(Attack):
         rows = torch.arange(m, device=sources.device)
         x = sources.clone()
         adam = BatchedAdam(x, self.lr)
-        for _ in range(self.steps):
-            _, grad = _gradient(loss_fn, x, rows)
+        for i in range(self.steps):
+            _, grad = loss_and_gradient(loss_fn, x, rows)
             norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
             grad = grad * torch.clamp(self.clip_norm / norms, max=1.0).view(-1, 1, 1, 1)
-            x = project_linf(adam.step(x, grad), sources, problem.epsilon)
+            x = self.budget.project(adam.step(x, grad), sources, problem.epsilon)
+            progress.step(i + 1, self.steps)
         with torch.no_grad():
             objective = loss_fn(x, rows)
         return RunOutput(x, objective, torch.full((m,), self.steps, dtype=torch.int64))

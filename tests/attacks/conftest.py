@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from robust_vae.data.mnist import Dataset
-
+from robust_vae.data import Dataset
 
 
 def source_target_pairs(data: Dataset, n: int, target_start: int = 100) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robust_vae.attacks.latent import LatentAdam
 from robust_vae.attacks.base import per_example_normal
+from robust_vae.attacks.latent import LatentAdam
 
 from .toy import LinearEncoder
 

@@ -3,6 +3,7 @@ reports distortions that are a recomputation of its own adversarials (real MNIST
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -94,3 +95,44 @@ def test_projections_hold_the_budget_exactly_in_float32() -> None:
     projected = project_linf(x, center, linf_eps)
     assert float(projected.min()) >= 0.0 and float(projected.max()) <= 1.0
     assert ((projected - center).abs() <= linf_eps.view(-1, 1, 1, 1)).all()
+
+
+def test_budget_objects_follow_the_recipe_strings() -> None:
+    """``budget_for`` maps the recipe strings to the budget objects; every attack's ``budget``
+    is the object of its ``budget_norm``, and the string fields stay strings."""
+    from robust_vae.attacks.budgets import BOX, L2_BALL, LINF_BALL, budget_for
+    from robust_vae.core.errors import ConfigError
+
+    assert budget_for("linf") is LINF_BALL and budget_for("l2") is L2_BALL and budget_for(None) is BOX
+    with pytest.raises(ConfigError, match="'linf', 'l2'"):
+        budget_for("l1")
+    for name in recipe_names():
+        attack = load_attack(name, **FAST[name])
+        assert attack.budget is budget_for(attack.budget_norm), name
+        assert not any(isinstance(v, Enum) for v in attack.hyperparameters().values()), name  # plain strings
+    assert make_attack("latent-pgd", norm="l2").budget is L2_BALL
+    assert make_attack("e2e", method="cw", epsilon=2.0).budget is L2_BALL
+    g = torch.Generator().manual_seed(1)
+    center = torch.rand(5, 1, 4, 4, generator=g)
+    x = center + torch.randn(5, 1, 4, 4, generator=g)
+    assert torch.equal(L2_BALL.project(x, center, None), x.clamp(0.0, 1.0))
+    assert torch.equal(BOX.project(x, center, 0.1), x.clamp(0.0, 1.0))
+    d = (x - center).flatten(1)
+    assert torch.equal(L2_BALL.distance(x, center), d.norm(dim=1))
+    assert torch.equal(LINF_BALL.distance(x, center), d.abs().amax(dim=1))
+    assert BOX.distance(x, center).shape == (5,)
+
+
+@pytest.mark.parametrize(("name", "params", "field"), [
+    ("latent-lbfgsb", {"solver": "jax"}, "solver"),
+    ("latent-lbfgsb", {"divergence": "js"}, "divergence"),
+    ("latent-pgd", {"norm": "l1"}, "norm"),
+    ("output", {"optimizer": "sgd"}, "optimizer"),
+    ("e2e", {"method": "fgsm"}, "method"),
+])
+def test_unknown_option_strings_are_one_line_config_errors(name: str, params: dict[str, Any], field: str) -> None:
+    from robust_vae.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{field} must be one of '") as error:
+        make_attack(name, **params)
+    assert "\n" not in str(error.value) and repr(next(iter(params.values()))) in str(error.value)

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from robust_vae.attacks import load_attack, make_attack
-from robust_vae.attacks.kos import KosClassifierAttack
 from robust_vae.attacks.e2e import EndToEndAttack, ReconstructionClassifier, straight_through_reconstruction
 from robust_vae.attacks.foolbox_base import per_example_start, run_foolbox, targeted_margin
-from robust_vae.core.errors import ConfigError
+from robust_vae.attacks.kos import KosClassifierAttack
 from robust_vae.attacks.latent_classifier import EncoderClassifier, latent_classifier_for, model_fingerprint
+from robust_vae.core.errors import ConfigError
 from robust_vae.zoo import load_classifier, load_model
 
 from .conftest import source_target_pairs
@@ -235,7 +235,8 @@ def test_e2e_beats_the_thesis_attack_on_the_shipped_vae(mnist_test, classifier) 
 def test_recipes_are_the_documented_ones() -> None:
     e2e = load_attack("e2e-linf")
     assert isinstance(e2e, EndToEndAttack)
-    assert (e2e.method, e2e.epsilon, e2e.steps, e2e.rel_stepsize, e2e.random_start) == ("linf-pgd", 0.1, 100, 0.025, True)
+    settings = (e2e.method, e2e.epsilon, e2e.steps, e2e.rel_stepsize, e2e.random_start)
+    assert settings == ("linf-pgd", 0.1, 100, 0.025, True)
     kos = load_attack("kos-classifier-linf")
     assert isinstance(kos, KosClassifierAttack) and (kos.method, kos.epsilon) == ("linf-pgd", 0.1)
     assert load_attack("kos-classifier-cw").method == "cw"

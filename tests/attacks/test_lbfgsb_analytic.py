@@ -40,7 +40,8 @@ def f32(t: torch.Tensor) -> torch.Tensor:
     return t.float().double()
 
 
-def linear_problem(seed: int, sources: str) -> tuple[LinearEncoder, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def linear_problem(seed: int, sources: str
+                   ) -> tuple[LinearEncoder, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(model, W (D, n), b (D,), x_s (N, n), φ_t (N, D)), all exactly representable in float32.
 
     ``sources="interior"``: x_s uniform in [0.4, 0.6] (box inactive at the optimum);
