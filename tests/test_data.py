@@ -13,7 +13,7 @@ import torch
 from torchvision import transforms
 
 from robust_vae.core.errors import DataError
-from robust_vae.data import DATA_ENV, Dataset, class_pairs, load_dataset
+from robust_vae.data import DATA_ENV, DATASETS, Dataset, class_pairs, load_dataset
 
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -283,3 +283,15 @@ def test_class_pairs_cells_are_independent(mnist_test: Dataset) -> None:
     forward = class_pairs(labels, 3, 8, seed=0)
     backward = class_pairs(labels, 8, 3, seed=0)
     assert not torch.equal(forward[1], backward[0])  # (3, 8) and (8, 3) draw differently
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_registered_dataset_loads_in_the_common_format(name: str) -> None:
+    """Any dataset module added to robust_vae/data/ is checked here without editing a list."""
+    test = load_dataset(name, "test")
+    n, c, h, w = test.images.shape
+    assert test.images.dtype == torch.float32 and float(test.images.min()) >= 0.0 and float(test.images.max()) <= 1.0
+    assert test.labels.shape == (n,) and test.labels.dtype == torch.int64
+    assert int(test.labels.min()) >= 0 and int(test.labels.max()) < test.num_classes
+    assert test.image_shape == (c, h, w) and len(test) == n
+    assert load_dataset(name, "test") is test  # cached per process

@@ -2,7 +2,7 @@
 attacks share.
 
 A VAE pipeline that ends in class logits is a classifier, so foolbox's attacks apply to it
-directly (literature.md, "Classifier attacks"). A :class:`FoolboxAttack` builds such a pipeline
+directly (Kos, Fischer & Song 2017; Gondim-Ribeiro et al. 2018). A :class:`FoolboxAttack` builds such a pipeline
 for the attacked model (:meth:`FoolboxAttack.network`: images in [0, 1] -> logits), wraps it as
 ``foolbox.PyTorchModel(net, bounds=(0, 1))`` and runs a targeted foolbox attack on it with
 ``TargetedMisclassification(target classes)`` at budget ε:

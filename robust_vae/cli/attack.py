@@ -45,12 +45,17 @@ def print_marginals(result) -> None:  # type: ignore[no-untyped-def]
     print(f"{'mean':>7}  {100 * overall['as_target']:9.2f}%  {100 * overall['as_ignore_target']:15.2f}%")
 
 
-def cmd_attack(args: argparse.Namespace) -> int:
-    config = RunConfig.create(
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The :class:`RunConfig` that ``robust-vae attack`` arguments describe."""
+    return RunConfig.create(
         args.model, dataset=args.dataset, model_seed=args.seed_model, recipe=args.attack,
         overrides=parse_overrides(args.set), per_pair=None if args.full else args.per_pair, seed=args.seed,
         batch_size=args.batch_size, device=args.device, data_dir=args.data_dir, label=args.label,
     )
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
     out = args.out or config.default_out()
     result = run_attack(config, out, restart=args.restart)
     print_marginals(result)

@@ -36,6 +36,7 @@ from robust_vae.core.errors import ConfigError
 from robust_vae.core.version import __version__
 from robust_vae.data import Dataset, class_pairs
 from robust_vae.evaluation.run_config import fingerprint_of
+from robust_vae.evaluation.run_store import RunStore
 from robust_vae.models import attackable
 
 CELL_COLUMNS = [
@@ -118,51 +119,6 @@ def example_seeds(seed: int, plan: PairPlan) -> torch.Tensor:
     base = ((seed * 10 + plan.source) * 10 + plan.target) * 100_000
     positions = np.nonzero(plan.kept)[0]
     return torch.from_numpy(base + positions).to(torch.int64)
-
-
-class RunStore:
-    """A run folder: ``config.json`` (the fingerprint) and ``progress/unit-XXXXX.npz`` files."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = Path(out_dir)
-        self.progress = self.out_dir / "progress"
-
-    def check_or_start(self, fingerprint: dict[str, Any], restart: bool = False) -> None:
-        """Create the run, or check that the existing one has the same configuration."""
-        config_path = self.out_dir / "config.json"
-        text = json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n"
-        if config_path.exists() and not restart:
-            old = json.loads(config_path.read_text())
-            new = json.loads(text)
-            if old != new:
-                differs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise ConfigError(
-                    f"{self.out_dir} holds a run with a different configuration (differs in: "
-                    f"{', '.join(differs)}); nothing was changed: pass another --out, or --restart "
-                    "to discard that run"
-                )
-            return
-        if restart and self.progress.exists():
-            for path in self.progress.glob("unit-*.npz"):
-                path.unlink()
-        self.progress.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(text)
-
-    def unit_path(self, unit: int) -> Path:
-        return self.progress / f"unit-{unit:05d}.npz"
-
-    def done(self, unit: int) -> bool:
-        return self.unit_path(unit).exists()
-
-    def save_unit(self, unit: int, arrays: dict[str, np.ndarray]) -> None:
-        path = self.unit_path(unit)
-        tmp = path.with_name(path.stem + ".partial.npz")
-        np.savez_compressed(tmp, **dict[str, Any](arrays))
-        tmp.replace(path)
-
-    def load_unit(self, unit: int) -> dict[str, np.ndarray]:
-        with np.load(self.unit_path(unit)) as data:
-            return {key: data[key] for key in data.files}
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The thesis architecture (protocol §2), the model interface, and the ELBO pieces.
 
-Every family is a :class:`LatentVAE` subclass that only changes ``loss``. Attacks and
+Every family is a :class:`LatentVAE` subclass that only changes ``objective``. Attacks and
 evaluation use only the interface methods ``encode``, ``decode``, ``reconstruct``,
 ``relaxed_reconstruct`` and ``attack_code``, so any ``torch.nn.Module`` that implements
 them can be attacked.

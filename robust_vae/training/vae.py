@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 from robust_vae.core.devices import model_device
 from robust_vae.core.paths import default_cache_dir
 from robust_vae.data import Dataset, load_dataset
-from robust_vae.models import LatentVAE, get_family
+from robust_vae.models import LatentVAE, VAEConfig, get_family
 from robust_vae.models.base import categorical_kl, gaussian_kl
-from robust_vae.zoo import Card, model_stem, models_root, save_weights
+from robust_vae.zoo import Card, load_classifier, model_stem, models_root, save_weights
 
 
 def config_digest(payload: dict[str, Any]) -> str:
@@ -140,6 +140,108 @@ def checkpoint_dir(family: str, dataset: str, seed: int, config: dict[str, Any])
     return default_cache_dir() / "checkpoints" / dataset / f"{family}-seed{seed}-{digest}"
 
 
+@dataclass
+class _Run:
+    """One training run's mutable state: model, optimiser, data order, step and time spent."""
+
+    family: str
+    dataset: str
+    seed: int
+    config: VAEConfig
+    model: LatentVAE
+    optimizer: torch.optim.Optimizer
+    stream: BatchStream
+    checkpoint: Path
+    step: int = 0
+    elapsed: float = 0.0
+
+    def resume(self, device: str, log: Callable[[str], None]) -> None:
+        """Load the checkpoint, if there is one: weights, optimiser, data order, RNG, step."""
+        if not self.checkpoint.exists():
+            return
+        state = torch.load(self.checkpoint, map_location=device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.restore(state["stream"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        log(f"resuming {self.family} seed {self.seed} from step {self.step} ({self.checkpoint})")
+
+    def save(self) -> None:
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "stream": self.stream.state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": self.step,
+                "elapsed": self.elapsed,
+            },
+            self.checkpoint,
+        )
+
+    def train(self, images: torch.Tensor, checkpoint_every: int, progress: bool, stop_after: int | None) -> bool:
+        """Step until the schedule ends (True) or ``stop_after`` steps of this call (False)."""
+        config, model = self.config, self.model
+        model.train()
+        bar = tqdm(
+            total=config.steps, initial=self.step, desc=f"{self.family} seed {self.seed}", disable=not progress,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True,
+        )
+        started = time.perf_counter()
+        steps_this_call = 0
+        while self.step < config.steps:
+            x = images[self.stream.next().to(images.device)]
+            terms = model.loss_terms(x)
+            loss = model.objective(terms, self.step, config.steps)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            self.optimizer.step()
+            self.step += 1
+            steps_this_call += 1
+            bar.update(1)
+            if self.step % 100 == 0:
+                bar.set_postfix({k: f"{v.item():.2f}" for k, v in terms.items()} | {"loss": f"{loss.item():.1f}"})
+            if self.step % checkpoint_every == 0 or self.step == config.steps:
+                self.elapsed += time.perf_counter() - started
+                started = time.perf_counter()
+                self.save()
+            if stop_after is not None and steps_this_call >= stop_after and self.step < config.steps:
+                self.elapsed += time.perf_counter() - started
+                self.save()
+                bar.close()
+                return False
+        bar.close()
+        return True
+
+    def card(self, metrics: dict[str, Any], device: str) -> dict[str, Any]:
+        """The model card: what produced the weights, and their metrics."""
+        config = self.config
+        return {
+            "name": self.family,
+            "dataset": self.dataset,
+            "family": self.family,
+            "seed": self.seed,
+            "config_class": type(config).__name__,
+            "config": config.to_dict(),
+            "steps": config.steps,
+            "training": {
+                "optimizer": "Adam",
+                "lr": config.lr,
+                "batch_size": config.batch_size,
+                "weight_decay": config.weight_decay,
+                "likelihood": "Bernoulli (BCE summed over pixels, mean over batch)",
+                "device": str(device),
+                "wall_seconds": round(self.elapsed, 1),
+                "command": f"robust-vae train --model {self.family} --dataset {self.dataset} --seed {self.seed} "
+                           f"--steps {config.steps}",
+            },
+            "metrics": metrics,
+            "environment": environment_info(),
+        }
+
+
 def train_vae(
     family: str,
     dataset: str = "mnist",
@@ -159,106 +261,31 @@ def train_vae(
     ``stop_after`` ends the run early after that many steps of this call (for tests of resume);
     it then returns None without writing final weights.
     """
-    from robust_vae.zoo import load_classifier
-
     family_class = get_family(family)
     values = dict(overrides or {})
     if steps is not None:
         values["steps"] = steps
     config = family_class.config_class(**values)
     out_dir = Path(out_dir) if out_dir is not None else models_root() / dataset
-    ckpt_dir = checkpoint_dir(family, dataset, seed, config.to_dict())
-    ckpt_path = ckpt_dir / "checkpoint.pt"
 
     torch.manual_seed(seed)
     model = family_class(config).to(device)
     optimizer = model.optimizer()
     train = load_dataset(dataset, "train", data_dir)
-    stream = BatchStream(len(train), config.batch_size, seed)
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stream.restore(state["stream"])
-        torch.set_rng_state(state["torch_rng"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        log(f"resuming {family} seed {seed} from step {step} ({ckpt_path})")
-    resumed_from = step
-
-    def save_checkpoint() -> None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "stream": stream.state(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "elapsed": elapsed,
-            },
-            ckpt_path,
-        )
-
-    images = train.images.to(device)
-    model.train()
-    bar = tqdm(
-        total=config.steps, initial=step, desc=f"{family} seed {seed}", disable=not progress,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True,
-    )
-    started = time.perf_counter()
-    steps_this_call = 0
-    while step < config.steps:
-        x = images[stream.next().to(device)]
-        terms = model.loss_terms(x)
-        loss = model.objective(terms, step, config.steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-        step += 1
-        steps_this_call += 1
-        bar.update(1)
-        if step % 100 == 0:
-            bar.set_postfix({k: f"{v.item():.2f}" for k, v in terms.items()} | {"loss": f"{loss.item():.1f}"})
-        if step % checkpoint_every == 0 or step == config.steps:
-            elapsed += time.perf_counter() - started
-            started = time.perf_counter()
-            save_checkpoint()
-        if stop_after is not None and steps_this_call >= stop_after and step < config.steps:
-            elapsed += time.perf_counter() - started
-            save_checkpoint()
-            bar.close()
-            return None
-    bar.close()
+    run = _Run(family, dataset, seed, config, model, optimizer, BatchStream(len(train), config.batch_size, seed),
+               checkpoint_dir(family, dataset, seed, config.to_dict()) / "checkpoint.pt")
+    run.resume(device, log)
+    resumed_from = run.step
+    if not run.train(train.images.to(device), checkpoint_every, progress, stop_after):
+        return None
     if resumed_from == config.steps:
-        log(f"{family} seed {seed}: training already complete at step {step}; writing card")
+        log(f"{family} seed {seed}: training already complete at step {run.step}; writing card")
 
     model.eval()
     classifier = load_classifier(dataset, device)
     test = load_dataset(dataset, "test", data_dir)
     metrics = evaluate_vae(model, test, classifier, step=config.steps)
-    card = {
-        "name": family,
-        "dataset": dataset,
-        "family": family,
-        "seed": seed,
-        "config_class": type(config).__name__,
-        "config": config.to_dict(),
-        "steps": config.steps,
-        "training": {
-            "optimizer": "Adam",
-            "lr": config.lr,
-            "batch_size": config.batch_size,
-            "weight_decay": config.weight_decay,
-            "likelihood": "Bernoulli (BCE summed over pixels, mean over batch)",
-            "device": str(device),
-            "wall_seconds": round(elapsed, 1),
-            "command": f"robust-vae train --model {family} --dataset {dataset} --seed {seed} --steps {config.steps}",
-        },
-        "metrics": metrics,
-        "environment": environment_info(),
-    }
     weights_path = out_dir / f"{model_stem(family, seed)}.safetensors"
-    saved = save_weights(model, weights_path, card)
+    saved = save_weights(model, weights_path, run.card(metrics, device))
     log(f"wrote {weights_path} (recon_accuracy {metrics['recon_accuracy']:.4f})")
     return TrainResult(saved, resumed_from)

@@ -1,0 +1,76 @@
+"""RunConfig: one fingerprint, a command that reproduces it, and run_attack writing it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from robust_vae.analysis.study import RunSpec, Study, expected_fingerprint
+from robust_vae.cli.app import build_parser
+from robust_vae.cli.attack import config_from_args
+from robust_vae.core.errors import ConfigError
+from robust_vae.evaluation.run_config import RunConfig
+from robust_vae.evaluation.runner import run_attack
+
+CONFIGS = [
+    RunConfig("vae"),
+    RunConfig.create("jointvae", model_seed=1, recipe="thesis-fast", overrides={"steps": 3, "lr": 0.05},
+                     per_pair=None, seed=4, batch_size=64),
+    RunConfig.create("vae-wd", recipe="tabacof-linf", overrides={"c": [0.5, 2.0], "solver": "torch"},
+                     per_pair=2, label="weight decay"),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.model}-{c.recipe}")
+def test_command_parses_back_to_the_same_config(config: RunConfig) -> None:
+    argv = shlex.split(config.command("some/folder"))
+    assert argv[:2] == ["robust-vae", "attack"]
+    args = build_parser().parse_args(argv[1:])
+    assert str(args.out) == "some/folder"
+    again = config_from_args(args)
+    assert again == config and again.fingerprint() == config.fingerprint()
+
+
+def test_fingerprint_covers_what_changes_results_and_nothing_else() -> None:
+    base = RunConfig.create("vae", recipe="thesis-fast")
+    fingerprint = base.fingerprint()
+    assert set(fingerprint) == {"model", "model_seed", "weights_sha256", "dataset", "attack", "hyperparameters",
+                                "per_pair", "seed", "batch_size", "classifier_sha256"}
+    assert fingerprint["hyperparameters"]["steps"] == 15  # the recipe's values, every one recorded
+    assert RunConfig.create("vae", recipe="thesis-fast", device="cuda", data_dir="/x").fingerprint() == fingerprint
+    for changed in (RunConfig.create("vae", recipe="thesis-fast", overrides={"steps": 16}),
+                    RunConfig.create("vae", recipe="thesis-fast", seed=1),
+                    RunConfig.create("vae", recipe="thesis-fast", model_seed=1),
+                    RunConfig.create("vae", recipe="thesis-fast", per_pair=None)):
+        assert changed.fingerprint() != fingerprint
+    assert hash(base) == hash(RunConfig.create("vae", recipe="thesis-fast"))
+
+
+def test_invalid_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match="per_pair"):
+        RunConfig("vae", per_pair=0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        RunConfig("vae", batch_size=0)
+
+
+def test_run_attack_writes_the_fingerprint_and_the_command(tmp_path: Path) -> None:
+    config = RunConfig.create("vae", recipe="thesis-fast", overrides={"steps": 2}, per_pair=1)
+    result = run_attack(config, tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == config.fingerprint()
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["command"] == config.command(tmp_path / "run")
+    assert len(result.cells) == 90 and (tmp_path / "run" / "cells.csv").is_file()
+
+
+def test_the_study_expects_the_run_configs_fingerprint(tmp_path: Path) -> None:
+    study = Study(path=tmp_path / "s.toml", out_dir=tmp_path, dataset="mnist", per_pair=3, seed=2, batch_size=128,
+                  main_recipe="thesis-fast", bootstrap=10, bootstrap_seed=0, permutations=10,
+                  overrides={"steps": 4}, runs=[], marginal_models=[], figure_models=[], comparisons=[],
+                  attack_strength=None)
+    spec = RunSpec("jointvae", 2, "thesis-fast", tmp_path / "runs", per_pair=3)
+    expected = RunConfig.create("jointvae", model_seed=2, recipe="thesis-fast", overrides={"steps": 4},
+                                per_pair=3, seed=2, batch_size=128)
+    assert expected_fingerprint(study, spec) == expected.fingerprint()
