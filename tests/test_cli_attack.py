@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 SCRIPT = Path(sys.executable).parent / "robust-vae"
-COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "robust_vae.cli.app"]
+COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "robust_vae"]
 BASE_ARGS = ["attack", "--model", "vae", "--dataset", "mnist", "--per-pair", "2", "--set", "steps=20"]
 REPORT_FILES = ("cells.csv", "matrix.csv", "marginals.csv", "matrix.tex", "marginals.tex",
                 "summary.md", "heatmaps.png", "examples.png", "run.json")

@@ -13,7 +13,8 @@ import torch
 from torchvision import transforms
 
 from robust_vae.core.errors import DataError
-from robust_vae.data import DATA_ENV, DATASETS, Dataset, class_pairs, load_dataset
+from robust_vae.core.paths import default_cache_dir
+from robust_vae.data import DATA_ENV, DATASETS, Dataset, class_pairs, dataset_source, load_dataset
 
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -285,13 +286,91 @@ def test_class_pairs_cells_are_independent(mnist_test: Dataset) -> None:
     assert not torch.equal(forward[1], backward[0])  # (3, 8) and (8, 3) draw differently
 
 
+def tiny_imagefolder(root: Path) -> Path:
+    """``root`` with a two-class ``imagefolder/`` (two grey 28×28 PNGs per class and split)."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label, name in enumerate(("even", "odd")):
+            for i in range(2):
+                folder = root / "imagefolder" / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.full((28, 28), 60 * label + 30 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+# datasets whose files the user brings (nothing under the shared data root): a tiny example here
+USER_DATA = {"imagefolder": tiny_imagefolder}
+
+
 @pytest.mark.parametrize("name", DATASETS.names())
-def test_every_registered_dataset_loads_in_the_common_format(name: str) -> None:
-    """Any dataset module added to robust_vae/data/ is checked here without editing a list."""
-    test = load_dataset(name, "test")
+def test_every_registered_dataset_loads_in_the_common_format(name: str, tmp_path: Path) -> None:
+    """Any dataset module added to robust_vae/data/ is checked here without editing a list
+    (unless the user brings its files: then USER_DATA builds a tiny example)."""
+    source = dataset_source(name)
+    root = USER_DATA[name](tmp_path) if name in USER_DATA else None
+    if root is None and source.needs_files:
+        assert source.files_status().startswith("found in"), f"{name}: {source.files_status()}"
+    test = load_dataset(name, "test", data_dir=root)
     n, c, h, w = test.images.shape
     assert test.images.dtype == torch.float32 and float(test.images.min()) >= 0.0 and float(test.images.max()) <= 1.0
     assert test.labels.shape == (n,) and test.labels.dtype == torch.int64
     assert int(test.labels.min()) >= 0 and int(test.labels.max()) < test.num_classes
     assert test.image_shape == (c, h, w) and len(test) == n
-    assert load_dataset(name, "test") is test  # cached per process
+    assert load_dataset(name, "test", data_dir=root) is test  # cached per process
+    # what the listing says matches what loads (where it is known without the files)
+    if source.image_shape is not None:
+        assert test.image_shape == source.image_shape
+    if source.num_classes is not None:
+        assert test.num_classes == source.num_classes
+    if test.factors is not None:
+        assert test.factors.shape == (n, len(source.factor_names))
+        assert (test.factor_names, test.factor_sizes) == (source.factor_names, source.factor_sizes)
+        assert bool((test.factors < torch.tensor(test.factor_sizes)).all()) and int(test.factors.min()) >= 0
+    info = source.info(root)
+    assert set(info) >= {"name", "description", "split_sizes", "image_shape", "num_classes", "factor_names",
+                         "factor_sizes", "files"} and info["description"]
+
+
+# ----------------------------------------------------------------- Dataset and DatasetSource
+def test_dataset_without_factors_keeps_the_old_construction(mnist_test: Dataset) -> None:
+    head = Dataset(mnist_test.name, mnist_test.split, mnist_test.images[:10], mnist_test.labels[:10])
+    assert head.factors is None and head.factor_names == () and head.factor_sizes == () and not head.has_factors
+    assert head.num_classes == 10 and head.class_names == ()
+    assert mnist_test.class_names == tuple("0123456789") and mnist_test.factors is None
+
+
+def test_dataset_checks_its_factors() -> None:
+    images, labels = torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.int64)
+    factors = torch.zeros(4, 2, dtype=torch.int64)
+    data = Dataset("dsprites", "test", images, labels, factors, ("a", "b"), (3, 4))
+    assert data.has_factors and data.factor_sizes == (3, 4)
+    with pytest.raises(ValueError, match=r"factors must be \(4, 2\) int64"):
+        Dataset("dsprites", "test", images, labels, factors.float(), ("a", "b"), (3, 4))
+    with pytest.raises(ValueError, match="2 factor names for 1 factor sizes"):
+        Dataset("dsprites", "test", images, labels, factors, ("a", "b"), (3,))
+    with pytest.raises(ValueError, match="factor_names given without factors"):
+        Dataset("dsprites", "test", images, labels, None, ("a", "b"), (3, 4))
+
+
+def test_fashion_mnist_class_names_are_torchvisions() -> None:
+    from torchvision.datasets import FashionMNIST
+
+    assert dataset_source("fashion-mnist").class_names == tuple(FashionMNIST.classes)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_idx_listing_without_files(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = dataset_source(name)
+    assert source.files_status(tmp_path) == f"files not found in {tmp_path / name}"
+    info = source.info(tmp_path)
+    assert info["split_sizes"] == {"train": 60_000, "test": 10_000} and info["image_shape"] == [1, 32, 32]
+    assert info["num_classes"] == 10 and info["factor_names"] == []
+    monkeypatch.delenv(DATA_ENV)
+    assert source.files_status() in ("files not found (downloaded on first use)",
+                                     f"found in {default_cache_dir() / 'data' / source.torchvision_class / 'raw'}")
+
+
+def test_rendering_factors_of_a_dataset_without_them() -> None:
+    with pytest.raises(DataError, match="mnist has no ground-truth factors"):
+        dataset_source("mnist").render_factors(torch.zeros(1, 5, dtype=torch.int64))

@@ -12,6 +12,7 @@ import filecmp
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,10 @@ def test_study_report_only_reproduces_committed_tables(tmp_path: Path, monkeypat
 
 def regenerate() -> None:  # pragma: no cover - run by hand when results change on purpose
     """Rewrite tests/golden/ from the current code."""
+    import torch
+
+    torch.set_num_threads(1)  # as the test session runs (tests/conftest.py): float sums depend on it
+    os.environ["ROBUST_VAE_CACHE"] = tempfile.mkdtemp()  # fresh latent classifiers, as in a test session
     os.environ.setdefault("ROBUST_VAE_DATA", str((REPO_ROOT / ".." / "shared" / "data").resolve()))
     for model, recipe, overrides in CASES:
         out = REPO_ROOT / "build" / "golden" / f"{model}-{recipe}"

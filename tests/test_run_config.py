@@ -38,7 +38,7 @@ def test_fingerprint_covers_what_changes_results_and_nothing_else() -> None:
     base = RunConfig.create("vae", recipe="thesis-fast")
     fingerprint = base.fingerprint()
     assert set(fingerprint) == {"model", "model_seed", "weights_sha256", "dataset", "attack", "hyperparameters",
-                                "per_pair", "seed", "batch_size", "classifier_sha256"}
+                                "per_pair", "seed", "batch_size", "classifier_sha256", "dataset_sha256", "artefacts"}
     assert fingerprint["hyperparameters"]["steps"] == 15  # the recipe's values, every one recorded
     assert RunConfig.create("vae", recipe="thesis-fast", device="cuda", data_dir="/x").fingerprint() == fingerprint
     for changed in (RunConfig.create("vae", recipe="thesis-fast", overrides={"steps": 16}),

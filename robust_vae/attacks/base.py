@@ -11,15 +11,17 @@ over-report.
 from __future__ import annotations
 
 import math
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Union, cast
 
 import torch
 from torch import nn
 
 from robust_vae.attacks.budgets import L2_BALL, LINF_BALL, Budget, budget_for
-from robust_vae.core.devices import model_device
+from robust_vae.core.devices import check_device, model_device
 from robust_vae.core.errors import ConfigError
 from robust_vae.models.protocol import AttackableModel
 
@@ -123,6 +125,84 @@ class RunOutput:
     iterations: torch.Tensor
 
 
+def expected_image_shape(model: object) -> tuple[int, int, int] | None:
+    """(C, H, W) the model takes, from its config (``channels``, ``image_size``), if it says."""
+    config = getattr(model, "config", None)
+    channels, size = getattr(config, "channels", None), getattr(config, "image_size", None)
+    if isinstance(channels, int) and isinstance(size, int):
+        return channels, size, size
+    return None
+
+
+def check_images(x: torch.Tensor, what: str, model: object = None) -> None:
+    """A one-line error unless ``x`` is a floating (N, C, H, W) batch in [0, 1] without NaN or
+    inf, of the shape ``model`` takes: nothing is clipped or converted silently."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ConfigError(f"{what} must be a (N, C, H, W) tensor, got {shape}")
+    if not torch.is_floating_point(x):
+        raise ConfigError(f"{what} are {x.dtype}: pass floating-point images in [0, 1] "
+                          "(e.g. x.float() / 255 for uint8)")
+    if not bool(torch.isfinite(x).all()):
+        raise ConfigError(f"{what} contain NaN or inf values: every pixel must be a number in [0, 1]")
+    low, high = float(x.min()) if x.numel() else 0.0, float(x.max()) if x.numel() else 0.0
+    if low < 0.0 or high > 1.0:
+        raise ConfigError(f"{what} have values in [{low:.3g}, {high:.3g}]: images must lie in [0, 1] "
+                          "(divide uint8 images by 255; undo any mean/std normalisation)")
+    expected = expected_image_shape(model)
+    if expected is not None and tuple(x.shape[1:]) != expected:
+        c, h, w = expected
+        raise ConfigError(f"{what} have shape {tuple(x.shape)} but the model takes (N, {c}, {h}, {w}): "
+                          f"resize to {h}×{w} with {c} channel(s) (robust_vae.load_dataset does this)")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_value(attack: str, name: str, value: object, hint: object, sweep: bool) -> None:
+    """One hyperparameter against its annotation: whole numbers for ``int``, finite numbers
+    for ``float``, lists of finite numbers only for the sweep field; a one-line error else."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return
+        raise ConfigError(f"{attack}: {name} must not be empty (None)")
+    if bool in options and isinstance(value, bool):
+        return
+    if int in options and float not in options:
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"{attack}: {name} must be a whole number, got {value!r}")
+        return
+    if float in options:
+        if _is_number(value):
+            if not math.isfinite(float(cast(float, value))):
+                raise ConfigError(f"{attack}: {name} must be a finite number, got {value!r}")
+            return
+        if isinstance(value, (list, tuple)) and any(typing.get_origin(o) is not None for o in options):
+            if not sweep:
+                raise ConfigError(f"{attack}: {name} takes one value, not a list")
+            if not value or not all(_is_number(v) and math.isfinite(float(v)) for v in value):
+                raise ConfigError(f"{attack}: {name} must be a non-empty list of finite numbers, got {value!r}")
+            return
+        if isinstance(value, (list, tuple)):
+            raise ConfigError(f"{attack}: {name} takes one value, not a list (got {value!r})")
+        raise ConfigError(f"{attack}: {name} must be a number, got {value!r}")
+    if str in options and not isinstance(value, str):
+        raise ConfigError(f"{attack}: {name} must be a string, got {value!r}")
+    if bool in options and not isinstance(value, bool):
+        raise ConfigError(f"{attack}: {name} must be true or false, got {value!r}")
+
+
+def check_hyperparameter_types(attack: Attack) -> None:
+    """Check every dataclass field of ``attack`` against its type annotation (see
+    :func:`_check_value`); runs before the attack's own range checks in ``validate()``."""
+    hints = typing.get_type_hints(type(attack))
+    for f in fields(attack):
+        _check_value(attack.name, f.name, getattr(attack, f.name), hints.get(f.name, object),
+                     sweep=f.name == attack.sweep_field)
+
+
 @dataclass(repr=False)
 class Attack:
     """Base class: keyword-only hyperparameters (dataclass fields) and one ``__call__``.
@@ -140,6 +220,7 @@ class Attack:
     device: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
+        check_hyperparameter_types(self)
         self.validate()
 
     @property
@@ -159,6 +240,8 @@ class Attack:
 
     # ----- configuration -----
     def validate(self) -> None:
+        if self.device is not None:
+            check_device(self.device, f"{self.name}: device")
         epsilon = getattr(self, "epsilon", None)
         if epsilon is not None:
             for value in self._as_list(epsilon):
@@ -169,6 +252,13 @@ class Attack:
         """Context beyond the hyperparameters: the evaluation classifier and the data root
         (``--data-dir``). Attacks that need neither ignore it; returns ``self``."""
         return self
+
+    has_artefacts: ClassVar[bool] = False  # True where results depend on more than the hyperparameters
+
+    def artefacts(self, model: nn.Module) -> dict[str, str]:
+        """sha256 of every file besides the model and classifier whose content changes the
+        results (run fingerprints record them); none for most attacks."""
+        return {}
 
     def hyperparameters(self) -> dict[str, Any]:
         """Every hyperparameter value (what run metadata records)."""
@@ -219,11 +309,14 @@ class Attack:
                        target_classes: torch.Tensor | None) -> Problem:
         """The :class:`Problem` of a call: inputs checked, moved to ``device`` and replicated
         over the K sweep values."""
-        if sources.dim() != 4:
-            raise ConfigError(f"sources must be (N, C, H, W), got shape {tuple(sources.shape)}")
+        check_images(sources, "sources", model)
         n = sources.shape[0]
         if targets.shape[0] != n:
             raise ConfigError(f"{n} sources but {targets.shape[0]} targets")
+        if targets.dim() == 4:
+            check_images(targets, "targets", model)
+        elif not torch.is_floating_point(targets) or not bool(torch.isfinite(targets).all()):
+            raise ConfigError("target codes must be finite floating-point values")
         sources = sources.to(device, torch.float32)
         targets = targets.to(device, torch.float32)
         target_images = targets if targets.dim() == 4 else None

@@ -12,7 +12,7 @@ classifier: success is judged, as for every attack, on the deterministic reconst
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import nn
@@ -67,6 +67,13 @@ class KosClassifierAttack(FoolboxAttack):
 
         return latent_classifier_for(model, self.dataset, self.classifier_config(),
                                      data_dir=self._data_dir, progress=self.progress)
+
+    has_artefacts: ClassVar[bool] = True
+
+    def artefacts(self, model: nn.Module) -> dict[str, str]:
+        """The latent classifier's sha256 (trained and cached now if it is not yet)."""
+        _, card = self.latent_classifier(model)
+        return {"latent_classifier_sha256": str(card.data["sha256"])}
 
     def network(self, model: nn.Module) -> nn.Module:
         from robust_vae.attacks.latent_classifier import EncoderClassifier, model_fingerprint

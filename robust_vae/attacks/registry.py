@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, TypeVar
 
 from robust_vae.attacks.base import Attack
@@ -21,6 +22,10 @@ def register_attack(cls: A) -> A:
 def make_attack(name: str, **params: Any) -> Attack:
     """Instantiate a registered attack by name with keyword hyperparameters."""
     cls = ATTACKS.get(name)
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ConfigError(f"{name}: unknown hyperparameter(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
     try:
         return cls(**params)
     except TypeError as error:

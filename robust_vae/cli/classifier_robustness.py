@@ -11,7 +11,7 @@ from typing import Any
 
 from robust_vae.attacks import load_attack, parse_overrides, read_recipe
 from robust_vae.cli.options import add_common, add_sampling_arguments
-from robust_vae.core.paths import writable
+from robust_vae.core.paths import writable_folder
 from robust_vae.data import load_dataset
 from robust_vae.evaluation.classifier_robustness import classifier_robustness
 from robust_vae.zoo import find_card, load_classifier
@@ -57,7 +57,7 @@ def cmd_classifier_robustness(args: argparse.Namespace) -> int:
     card = find_card("classifier", args.dataset, None)
     recipe = read_recipe(args.attack)
     attack = load_attack(args.attack, **parse_overrides(args.set)).bind(data_dir=args.data_dir)
-    out = writable(args.out or Path("reports") / args.dataset / "classifier" / recipe["name"])
+    out = writable_folder(args.out or Path("reports") / args.dataset / "classifier" / recipe["name"])
     metadata = {
         "label": "classifier", "model": "classifier", "model_seed": None,
         "weights_sha256": card.data["sha256"], "classifier_sha256": card.data["sha256"],

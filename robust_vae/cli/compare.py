@@ -9,7 +9,7 @@ from typing import Any
 
 from robust_vae.analysis.comparison import compare_runs, default_out
 from robust_vae.cli.options import positive_int
-from robust_vae.core.paths import writable
+from robust_vae.core.paths import writable_folder
 
 
 def add_parser(sub: Any) -> None:
@@ -37,7 +37,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``robust-vae compare --a RUN_DIR... --b RUN_DIR...``: write and print the comparison."""
     comparison = compare_runs(args.a, args.b, args.label_a, args.label_b, bootstrap=args.bootstrap,
                               seed=args.seed, permutations=args.permutations)
-    out = writable(args.out or default_out([*args.a, *args.b], comparison.label_a, comparison.label_b))
+    out = writable_folder(args.out or default_out([*args.a, *args.b], comparison.label_a, comparison.label_b))
     paths = comparison.save(out)
     for warning in comparison.warnings:
         print(f"robust-vae compare: warning: {warning}", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 from typing import NoReturn
 
 from robust_vae.attacks import parse_overrides
-from robust_vae.core.errors import RobustVAEError
+from robust_vae.core.devices import check_device
 from robust_vae.evaluation.run_config import DEFAULT_BATCH_SIZE, DEFAULT_PER_PAIR
 
 __all__ = ["OneLineParser", "positive_int", "add_common", "add_sampling_arguments", "setup_torch",
@@ -60,6 +60,4 @@ def setup_torch(args: argparse.Namespace) -> None:
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    device = getattr(args, "device", "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RobustVAEError(f"--device {device} requested but CUDA is not available: use --device cpu")
+    check_device(getattr(args, "device", "cpu"))

@@ -1,4 +1,4 @@
-"""``robust-vae report``: re-render saved runs; several runs side by side."""
+"""``robust-vae report``: re-render saved runs; several runs side by side; ``--html``: one page per folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import writable
 from robust_vae.evaluation import SuccessMatrix
 from robust_vae.report.success import marginals_csv_frame, marginals_latex, marginals_markdown
@@ -14,14 +15,37 @@ from robust_vae.report.success import marginals_csv_frame, marginals_latex, marg
 
 def add_parser(sub: Any) -> None:
     """Register the command on the ``robust-vae`` subparsers ``sub``."""
-    p = sub.add_parser("report", help="re-render tables and figures from saved runs; compare several")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p = sub.add_parser("report", help="re-render tables and figures from saved runs; compare several; "
+                       "--html: a self-contained web page of a run, comparison or study")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run folders (with --html: run, comparison or study folders)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: in place; several runs: their common parent/comparison)")
+                   help="output folder (default: in place; several runs: their common parent/comparison); "
+                   "with --html the page's file (default: <folder>/index.html; a folder: <folder>/index.html)")
+    p.add_argument("--html", action="store_true",
+                   help="write one static, self-contained HTML page per folder (tables, figures, commands) "
+                   "instead of re-rendering; open it in any browser, no server needed")
     p.set_defaults(handler=cmd_report)
 
 
+def cmd_html(folders: list[Path], out: Path | None) -> int:
+    """``robust-vae report --html FOLDER... [--out FILE]``: write and name each page."""
+    from robust_vae.report.html import PAGE_NAME, write_html  # here: other commands need no Markdown library
+
+    if out is not None and len(folders) > 1:
+        raise ConfigError(f"--out names one page but {len(folders)} folders were given: "
+                          f"drop --out (each page goes to <folder>/{PAGE_NAME}) or give one folder")
+    for folder in folders:
+        target = out if out is not None else folder / PAGE_NAME
+        path = write_html(folder, writable(target if target.suffix else target / PAGE_NAME))
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    """``robust-vae report RUN_DIR...``: re-render runs; several side by side; ``--html``: web pages."""
+    if args.html:
+        return cmd_html(list(args.runs), args.out)
     runs = [SuccessMatrix.load(path) for path in args.runs]
     names = [Path(p).name for p in args.runs]
     if len(set(names)) < len(names):  # e.g. reports/mnist/vae/thesis and reports/mnist/jointvae/thesis

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from robust_vae.cli.options import add_common, positive_int
-from robust_vae.core.paths import writable
+from robust_vae.core.errors import ConfigError
+from robust_vae.core.paths import writable_file
 from robust_vae.data import load_dataset
 from robust_vae.evaluation.traversal import plot_traversal
 from robust_vae.zoo import load_model
@@ -32,7 +33,9 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     test = load_dataset(args.dataset, "test", args.data_dir)
     default = Path("reports") / args.dataset / args.model / (
         "traversal.png" if args.seed == 0 else f"traversal-seed{args.seed}.png")
-    out = writable(args.out or default)
+    if not 0 <= args.image < len(test):
+        raise ConfigError(f"--image {args.image} is not a test image: choose 0 to {len(test) - 1}")
+    out = writable_file(args.out or default)
     plot_traversal(model, test.images[args.image], out, span=args.span, steps=args.steps,
                    title=f"{args.model} (seed {args.seed}) latent traversal")
     print(f"wrote {out}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robust_vae.core.errors import ConfigError
+
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of ``model``'s first parameter (CPU for a module without parameters)."""
@@ -12,3 +14,16 @@ def model_device(model: nn.Module) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         return torch.device("cpu")
+
+
+def check_device(device: str, what: str = "--device") -> torch.device:
+    """``device`` as a ``torch.device`` that can be used here, or a one-line error with the fix."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{what} {device!r} is not a torch device: use cpu or cuda (cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{what} {device!r} requested but CUDA is not available: use cpu")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{what} {device!r} is not supported: use cpu or cuda (cuda:N)")
+    return parsed

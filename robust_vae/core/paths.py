@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from robust_vae.core.errors import RobustVAEError
@@ -19,16 +20,48 @@ def default_cache_dir() -> Path:
     return Path(base)
 
 
-def writable(path: str | os.PathLike[str]) -> Path:
-    """``path`` if its folder exists or can be made and is writable, else a one-line error.
-
-    A path with a suffix is a file (its parent must be writable), one without a folder.
-    """
-    path = Path(path)
-    folder = path if not path.suffix else path.parent
-    probe = folder
+def _first_existing(path: Path) -> Path:
+    probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not os.access(probe, os.W_OK) or (probe.exists() and not probe.is_dir()):
-        raise RobustVAEError(f"cannot write to {folder} ({probe} is not a writable folder): choose another --out")
+    return probe
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can really be made inside ``folder`` (``os.access`` says yes to root
+    for /proc and read-only mounts): make a probe folder and remove it again."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".robust-vae-probe-", dir=folder)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
+
+
+def writable_folder(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it is a folder that exists or can be made, else a one-line error with the fix."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RobustVAEError(f"cannot write to {path}: it is a file, not a folder; choose another --out")
+    probe = _first_existing(path)
+    if not probe.is_dir():
+        raise RobustVAEError(f"cannot write to {path}: {probe} is a file, not a folder; choose another --out")
+    if not (path.is_dir() and os.access(path, os.W_OK)) and not _can_create_in(probe):
+        raise RobustVAEError(f"cannot write to {path} ({probe} is not a writable folder): choose another --out")
     return path
+
+
+def writable_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it is a file that exists or can be created, else a one-line error with the fix."""
+    path = Path(path)
+    if path.is_dir():
+        raise RobustVAEError(f"cannot write to {path}: it is a folder, not a file; choose another --out")
+    writable_folder(path.parent)
+    return path
+
+
+def writable(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a folder (no suffix) or a file (a suffix such as ``.png``): see
+    :func:`writable_folder` and :func:`writable_file`."""
+    path = Path(path)
+    return writable_file(path) if path.suffix and not path.is_dir() else writable_folder(path)

@@ -1,7 +1,8 @@
-"""Datasets: images (N, C, H, W) in [0, 1] with labels, found under a data root.
+"""Datasets: images (N, C, H, W) in [0, 1] with labels (and, for dsprites, factors), under a data root.
 
-One module per dataset (``mnist.py``: MNIST and Fashion-MNIST), registered with
-``@register_dataset``; ``load_dataset(name, split, data_dir)`` loads any of them.
+One module per dataset (``mnist.py``: MNIST and Fashion-MNIST; ``dsprites.py``: dSprites,
+rendered; ``imagefolder.py``: a user's class folders or CIFAR-10), registered with
+``@register_dataset``; ``load_dataset(name, split, data_dir, **options)`` loads any of them.
 """
 
 from robust_vae.data.base import (
@@ -9,11 +10,12 @@ from robust_vae.data.base import (
     DATASETS,
     Dataset,
     DatasetSource,
+    DataWarning,
     dataset_source,
     load_dataset,
     register_dataset,
 )
 from robust_vae.data.pairs import class_pairs
 
-__all__ = ["DATA_ENV", "DATASETS", "Dataset", "DatasetSource", "class_pairs", "dataset_source", "load_dataset",
-           "register_dataset"]
+__all__ = ["DATA_ENV", "DATASETS", "Dataset", "DatasetSource", "DataWarning", "class_pairs", "dataset_source",
+           "load_dataset", "register_dataset"]

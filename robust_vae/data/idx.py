@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from robust_vae.core.errors import DataError
 from robust_vae.core.paths import default_cache_dir
-from robust_vae.data.base import DATA_ENV, Dataset, DatasetSource, PathArg, dataset_folder
+from robust_vae.data.base import DATA_ENV, Dataset, DatasetSource, OptionValue, PathArg, dataset_folder
 
 IMAGE_SIZE = 32
 
@@ -95,7 +95,20 @@ class IDXDataset(DatasetSource):
     """A 10-class dataset in the four standard IDX files; subclasses name it and its download."""
 
     num_classes: ClassVar[int] = 10
+    split_sizes: ClassVar[dict[str, int]] = {split: count for split, (_, _, count) in IDX_FILES.items()}
+    image_shape: ClassVar[tuple[int, int, int]] = (1, IMAGE_SIZE, IMAGE_SIZE)
+    class_names: ClassVar[tuple[str, ...]] = tuple(str(digit) for digit in range(10))
     torchvision_class: ClassVar[str] = "MNIST"  # the torchvision.datasets class that downloads it
+
+    def has_files(self, folder: Path) -> bool:
+        return has_all_files(folder)
+
+    def files_status(self, data_dir: PathArg | None = None) -> str:
+        folder, _ = dataset_folder(self.name, data_dir)
+        if folder is None:
+            raw = default_cache_dir() / "data" / self.torchvision_class / "raw"
+            return f"found in {raw}" if has_all_files(raw) else "files not found (downloaded on first use)"
+        return super().files_status(data_dir)
 
     def _download(self, cache: Path) -> Path:
         """Fetch the files with torchvision into ``cache``; return the folder holding them."""
@@ -130,7 +143,7 @@ class IDXDataset(DatasetSource):
                 f"{key} is not available locally and the download failed ({type(error).__name__}): {fix}"
             ) from None
 
-    def load(self, split: str, data_dir: PathArg | None = None) -> Dataset:
+    def load(self, split: str, data_dir: PathArg | None = None, **options: OptionValue) -> Dataset:
         folder = self.folder(data_dir)
         images_stem, labels_stem, expected_count = IDX_FILES[split]
         images_path = find_file(folder, images_stem)
@@ -151,4 +164,4 @@ class IDXDataset(DatasetSource):
         if labels.max() >= self.num_classes:
             raise DataError(f"{labels_path}: label {int(labels.max())} out of range 0-{self.num_classes - 1}")
         return Dataset(name=self.name, split=split, images=resize_images(images),
-                       labels=torch.from_numpy(labels.astype(np.int64)))
+                       labels=torch.from_numpy(labels.astype(np.int64)), class_names=self.class_names)

@@ -22,3 +22,6 @@ class FashionMNIST(IDXDataset):
     name = "fashion-mnist"
     description = "10 clothing classes, 60,000 train / 10,000 test, 28×28 resized to 32×32"
     torchvision_class = "FashionMNIST"
+    # the label order of Xiao et al.'s README
+    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot")

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from robust_vae.attacks import Attack, load_attack, read_recipe
+from robust_vae.core.devices import check_device
 from robust_vae.core.errors import ConfigError
-from robust_vae.zoo import find_card
+from robust_vae.data.digest import dataset_digest
+from robust_vae.zoo import find_card, load_model
 
 DEFAULT_PER_PAIR = 20  # 1,800 attacked pairs on MNIST: the thesis recipe finishes in minutes on 2 CPU cores
 DEFAULT_BATCH_SIZE = 512
@@ -25,7 +27,8 @@ DEFAULT_BATCH_SIZE = 512
 
 def fingerprint_of(*, model: str | None, model_seed: int | None, weights_sha256: str | None, dataset: str,
                    attack: Attack, per_pair: int | None, seed: int, batch_size: int,
-                   classifier_sha256: str | None) -> dict[str, Any]:
+                   classifier_sha256: str | None, dataset_sha256: dict[str, str] | None = None,
+                   artefacts: dict[str, str] | None = None) -> dict[str, Any]:
     """The canonical fingerprint of a run (JSON types only): every input that changes a result.
 
     This is the only definition; :meth:`RunConfig.fingerprint` and
@@ -35,6 +38,7 @@ def fingerprint_of(*, model: str | None, model_seed: int | None, weights_sha256:
         "model": model, "model_seed": model_seed, "weights_sha256": weights_sha256, "dataset": dataset,
         "attack": attack.name, "hyperparameters": attack.hyperparameters(), "per_pair": per_pair,
         "seed": seed, "batch_size": batch_size, "classifier_sha256": classifier_sha256,
+        "dataset_sha256": dataset_sha256 or {}, "artefacts": artefacts or {},
     }
     canonical: dict[str, Any] = json.loads(json.dumps(raw, sort_keys=True, default=str))
     return canonical
@@ -62,10 +66,23 @@ class RunConfig:
     label: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.per_pair is not None and self.per_pair < 1:
-            raise ConfigError(f"per_pair must be >= 1 (or None for every pair), got {self.per_pair}")
+        """Check every value once, here: nothing is loaded or written before the config is valid."""
+        for name in ("model_seed", "seed", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        if self.per_pair is not None and (not isinstance(self.per_pair, int) or self.per_pair < 1):
+            raise ConfigError(f"per_pair must be a whole number >= 1 (or None for every pair), got {self.per_pair!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.seed < 0 or self.model_seed < 0:
+            raise ConfigError("seeds must be >= 0")
+        for key, _ in self.overrides:
+            if key == "device":
+                raise ConfigError("the device is not a recipe value: pass --device cuda (RunConfig(device=...)) "
+                                  "instead of --set device=...")
+        check_device(self.device)
+        self.attack()  # reads the recipe and checks every hyperparameter (type, range, finiteness)
 
     @classmethod
     def create(cls, model: str, *, overrides: dict[str, Any] | None = None, **values: Any) -> RunConfig:
@@ -97,14 +114,20 @@ class RunConfig:
 
     # ----- identity -----
     def fingerprint(self) -> dict[str, Any]:
-        """What ``config.json`` of the run folder holds: model and classifier sha256, the attack
-        with every hyperparameter value, the pair sample and the batch size."""
+        """What ``config.json`` of the run folder holds: the sha256 of the model, the classifier,
+        the dataset files and any artefact the attack uses (the latent classifier of
+        ``kos-classifier``, trained on first use), the attack with every hyperparameter value,
+        the pair sample and the batch size."""
         card = find_card(self.model, self.dataset, self.model_seed)
         classifier = find_card("classifier", self.dataset, None)
+        attack = self.attack()
+        artefacts = attack.artefacts(load_model(self.model, self.dataset, self.model_seed)) \
+            if attack.has_artefacts else {}
         return fingerprint_of(
             model=self.model, model_seed=self.model_seed, weights_sha256=card.data["sha256"],
-            dataset=self.dataset, attack=self.attack(), per_pair=self.per_pair, seed=self.seed,
+            dataset=self.dataset, attack=attack, per_pair=self.per_pair, seed=self.seed,
             batch_size=self.batch_size, classifier_sha256=classifier.data["sha256"],
+            dataset_sha256=dataset_digest(self.dataset, self.data_dir), artefacts=artefacts,
         )
 
     def command(self, out_dir: str | Path | None = None) -> str:

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robust_vae.core.paths import writable
+from robust_vae.core.paths import writable_folder
 from robust_vae.data import load_dataset
 from robust_vae.evaluation.run_config import RunConfig
+from robust_vae.evaluation.run_store import RunStore, run_lock
 from robust_vae.evaluation.success_matrix import SuccessMatrix, success_matrix
 from robust_vae.zoo import find_card, load_classifier, load_model
 
@@ -43,21 +44,23 @@ def run_attack(config: RunConfig, out_dir: str | Path | None = None, *, restart:
     recipe = config.recipe_spec()
     attack = config.attack()
     fingerprint = config.fingerprint()
-    out = writable(Path(out_dir) if out_dir is not None else config.default_out())
+    out = writable_folder(Path(out_dir) if out_dir is not None else config.default_out())
     metadata = {
         "label": config.display_label(), "model": config.model, "model_seed": config.model_seed,
         "model_family": card.data.get("family"), "weights_sha256": fingerprint["weights_sha256"],
         "classifier_sha256": fingerprint["classifier_sha256"], "recipe": recipe["name"],
         "recipe_description": recipe.get("description", ""), "command": config.command(out_dir),
     }
+    RunStore(out).check(fingerprint, restart=restart)  # refuse another configuration before writing
     started, cpu_started = time.perf_counter(), time.process_time()
-    result = success_matrix(model, classifier, test, attack, per_pair=config.per_pair, seed=config.seed,
-                            batch_size=config.batch_size, out_dir=out, metadata=metadata,
-                            fingerprint=fingerprint, restart=restart, progress=progress)
-    result.metadata["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
-    # this call's CPU; cpu_seconds_process and peak_rss_mb cover the whole process, which in
-    # `robust-vae study` holds every run made so far
-    result.metadata["cpu_seconds_this_call"] = round(time.process_time() - cpu_started, 2)
-    result.metadata.update(resource_usage())
-    result.save(out)
+    with run_lock(out):
+        result = success_matrix(model, classifier, test, attack, per_pair=config.per_pair, seed=config.seed,
+                                batch_size=config.batch_size, out_dir=out, metadata=metadata,
+                                fingerprint=fingerprint, restart=restart, progress=progress)
+        result.metadata["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
+        # this call's CPU; cpu_seconds_process and peak_rss_mb cover the whole process, which in
+        # `robust-vae study` holds every run made so far
+        result.metadata["cpu_seconds_this_call"] = round(time.process_time() - cpu_started, 2)
+        result.metadata.update(resource_usage())
+        result.save(out)
     return result

@@ -12,10 +12,12 @@ interrupted run resumes where it stopped and ends with the same files as an unin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +40,14 @@ from robust_vae.data import Dataset, class_pairs
 from robust_vae.evaluation.run_config import fingerprint_of
 from robust_vae.evaluation.run_store import RunStore
 from robust_vae.models import attackable
+from robust_vae.report.success import add_intervals
 
 CELL_COLUMNS = [
     "source", "target", "n_pairs", "n", "hits_target", "hits_ignore_target",
     "as_target", "as_ignore_target", "mean_l2", "mean_linf", "mean_latent_distance",
 ]
+CSV_DECIMALS = 6
+CSV_FORMAT = f"%.{CSV_DECIMALS}f"
 EXAMPLE_COLUMNS = [
     "source", "target", "source_index", "target_index", "prediction", "l2", "linf",
     "latent_distance", "sweep_index",
@@ -135,6 +140,20 @@ class SuccessMatrix:
     samples: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Every table is derived from what cells.csv keeps, so a run renders the same now and
+        # when re-rendered from its folder: rates and their Wilson bounds are recomputed from the
+        # integer counts, the mean distortions held at the 6 decimals the CSV stores.
+        cells = self.cells.copy()
+        if {"n", "hits_target", "hits_ignore_target"} <= set(cells.columns):
+            n = cells["n"].to_numpy(dtype=float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cells["as_target"] = np.where(n > 0, cells["hits_target"].to_numpy() / n, np.nan)
+                cells["as_ignore_target"] = np.where(n > 0, cells["hits_ignore_target"].to_numpy() / n, np.nan)
+            cells = add_intervals(cells)
+        means = [c for c in cells.columns if c.startswith("mean_")]
+        self.cells = cells.assign(**{c: cells[c].astype(float).round(CSV_DECIMALS) for c in means})
+
     def marginals(self) -> pd.DataFrame:
         from robust_vae.report.success import marginals
 
@@ -146,10 +165,10 @@ class SuccessMatrix:
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.cells.to_csv(out / "cells.csv", index=False, float_format="%.6f")
+        self.cells.to_csv(out / "cells.csv", index=False, float_format=CSV_FORMAT)
         matrix_strings(self.cells).to_csv(out / "matrix.csv", index_label="source")
-        self.marginals().to_csv(out / "marginals.csv", index=False, float_format="%.6f")
-        self.examples.to_csv(out / "examples.csv.gz", index=False, float_format="%.6f",
+        self.marginals().to_csv(out / "marginals.csv", index=False, float_format=CSV_FORMAT)
+        self.examples.to_csv(out / "examples.csv.gz", index=False, float_format=CSV_FORMAT,
                              compression={"method": "gzip", "mtime": 0})
 
     def to_latex(self, out_dir: str | Path, label: str | None = None) -> None:
@@ -199,15 +218,29 @@ class SuccessMatrix:
         run = Path(run_dir)
         missing = [n for n in ("cells.csv", "run.json") if not (run / n).exists()]
         if missing:
-            raise ConfigError(f"{run} is not a finished run (missing {', '.join(missing)})")
-        cells = pd.read_csv(run / "cells.csv")
-        examples_path = run / "examples.csv.gz"
-        examples = pd.read_csv(examples_path) if examples_path.exists() else pd.DataFrame(columns=EXAMPLE_COLUMNS)
-        samples = []
-        if (run / "samples.npz").exists():
-            with np.load(run / "samples.npz") as data:
-                samples = _arrays_to_samples({k: data[k] for k in data.files})
-        return cls(cells, examples, samples, json.loads((run / "run.json").read_text()))
+            raise ConfigError(f"{run} is not a finished run (missing {', '.join(missing)}): pass a folder "
+                              "written by `robust-vae attack`")
+        fix = "restore the folder, or rerun the `command` in its run.json"
+        try:
+            cells = pd.read_csv(run / "cells.csv")
+            examples_path = run / "examples.csv.gz"
+            examples = (pd.read_csv(examples_path) if examples_path.exists()
+                        else pd.DataFrame(columns=EXAMPLE_COLUMNS))
+            metadata = json.loads((run / "run.json").read_text())
+            samples = []
+            if (run / "samples.npz").exists():
+                with np.load(run / "samples.npz") as data:
+                    samples = _arrays_to_samples({k: data[k] for k in data.files})
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, pd.errors.ParserError) as error:
+            raise ConfigError(f"{run} cannot be read ({type(error).__name__}: {error}): {fix}") from None
+        absent = [c for c in CELL_COLUMNS if c not in cells.columns]
+        if absent or not isinstance(metadata, dict):
+            what = f"cells.csv lacks {', '.join(absent)}" if absent else "run.json is not a JSON object"
+            raise ConfigError(f"{run}: {what}: {fix}")
+        for column in ("source", "target", "n", "hits_target", "hits_ignore_target"):
+            if not pd.api.types.is_integer_dtype(cells[column]):
+                raise ConfigError(f"{run}: cells.csv column {column} must hold whole numbers: {fix}")
+        return cls(cells, examples, samples, metadata)
 
 
 def _slug(text: str) -> str:
@@ -240,8 +273,6 @@ def _arrays_to_samples(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def cells_from_examples(plans: list[PairPlan], examples: pd.DataFrame) -> pd.DataFrame:
     """Aggregate per-example records into the per-pair cells table (with Wilson bounds)."""
-    from robust_vae.report.success import add_intervals
-
     rows = []
     grouped = {key: frame for key, frame in examples.groupby(["source", "target"])}
     for plan in plans:
@@ -316,27 +347,14 @@ def success_matrix(
             classifier_sha256=meta.get("classifier_sha256"),
         )
     store = RunStore(Path(out_dir)) if out_dir is not None else None
-    if store is not None:
-        store.check_or_start(fingerprint, restart=restart)
-
-    total_pairs = len(plans)
-    unit_sizes = [sum(plans[i].n for i in unit) for unit in units]
-    done_examples = sum(size for i, size in enumerate(unit_sizes) if store is not None and store.done(i))
-    bar = tqdm(total=sum(unit_sizes), initial=done_examples, desc=f"{attack.name}", unit="example",
-               disable=not progress, dynamic_ncols=True, mininterval=0.5)
-    results: dict[int, dict[str, np.ndarray]] = {}
-    for unit_id, unit in enumerate(units):
-        if store is not None and store.done(unit_id):
-            results[unit_id] = store.load_unit(unit_id)
-            continue
-        started = time.perf_counter()
-        arrays = attack_unit([plans[i] for i in unit], model, classifier, dataset, attack,
-                              seed, batch_size, device, bar)
-        arrays["seconds"] = np.array([time.perf_counter() - started])
+    with contextlib.ExitStack() as stack:
         if store is not None:
-            store.save_unit(unit_id, arrays)
-        results[unit_id] = arrays
-    bar.close()
+            store.check(fingerprint, restart=restart)  # refuse before touching the folder
+            stack.enter_context(store.lock())
+            store.check_or_start(fingerprint, restart=restart)
+        results = _attack_units(plans, units, model, classifier, dataset, attack, seed, batch_size, device,
+                                store, progress)
+    total_pairs = len(plans)
 
     records = [results[i] for i in range(len(units))]
     examples = pd.DataFrame({
@@ -367,6 +385,30 @@ def success_matrix(
 def _classify_reconstructions(model: nn.Module, classifier: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     recon = attackable(model).reconstruct(x)
     return recon, classifier(recon).argmax(-1)
+
+
+def _attack_units(plans: list[PairPlan], units: list[list[int]], model: nn.Module, classifier: nn.Module,
+                  dataset: Dataset, attack: Attack, seed: int, batch_size: int, device: torch.device,
+                  store: RunStore | None, progress: bool) -> dict[int, dict[str, np.ndarray]]:
+    """Every unit's per-example records: loaded when ``store`` has it, else attacked (and saved)."""
+    unit_sizes = [sum(plans[i].n for i in unit) for unit in units]
+    done_examples = sum(size for i, size in enumerate(unit_sizes) if store is not None and store.done(i))
+    bar = tqdm(total=sum(unit_sizes), initial=done_examples, desc=f"{attack.name}", unit="example",
+               disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    results: dict[int, dict[str, np.ndarray]] = {}
+    for unit_id, unit in enumerate(units):
+        if store is not None and store.done(unit_id):
+            results[unit_id] = store.load_unit(unit_id)
+            continue
+        started = time.perf_counter()
+        arrays = attack_unit([plans[i] for i in unit], model, classifier, dataset, attack,
+                             seed, batch_size, device, bar)
+        arrays["seconds"] = np.array([time.perf_counter() - started])
+        if store is not None:
+            store.save_unit(unit_id, arrays)
+        results[unit_id] = arrays
+    bar.close()
+    return results
 
 
 def _ignore_steps(done: int, total: int) -> None:

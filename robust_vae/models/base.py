@@ -72,11 +72,16 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> VAEConfig:
+        if not isinstance(values, dict):
+            raise ConfigError(f"{cls.__name__} needs a mapping of field values, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-        return cls(**values)
+            raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}; valid: {sorted(known)}")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ConfigError(f"{cls.__name__}: {error}") from None
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -162,7 +167,12 @@ class LatentVAE(nn.Module):
 
     # ----- the model interface (what attacks and evaluation use) -----
     def encode(self, x: torch.Tensor) -> LatentParams:
-        """(N, 1, 32, 32) in [0, 1] -> posterior parameters."""
+        """(N, C, H, W) in [0, 1] -> posterior parameters (C, H, W from the config)."""
+        c = self.config
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c.channels, c.image_size, c.image_size):
+            raise ConfigError(f"inputs have shape {tuple(x.shape)} but this {self.family} takes "
+                              f"(N, {c.channels}, {c.image_size}, {c.image_size}): resize them "
+                              "(robust_vae.load_dataset gives that shape)")
         h = self.encoder(x)
         d = self.config.latent_dim
         logits = h[:, 2 * d:] if self.config.categorical_dim else None

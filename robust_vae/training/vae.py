@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robust_vae.core.devices import model_device
+from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import default_cache_dir
 from robust_vae.data import Dataset, load_dataset
 from robust_vae.models import LatentVAE, VAEConfig, get_family
@@ -159,12 +160,17 @@ class _Run:
         """Load the checkpoint, if there is one: weights, optimiser, data order, RNG, step."""
         if not self.checkpoint.exists():
             return
-        state = torch.load(self.checkpoint, map_location=device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.stream.restore(state["stream"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        fix = f"delete {self.checkpoint} to train from step 0 (or restore it)"
+        try:
+            state = torch.load(self.checkpoint, map_location=device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.stream.restore(state["stream"])
+            torch.set_rng_state(state["torch_rng"])
+            self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        except Exception as error:  # truncated file, not a checkpoint, wrong tensors: all mean the same
+            raise ConfigError(f"training checkpoint {self.checkpoint} cannot be used "
+                              f"({type(error).__name__}): {fix}") from None
         log(f"resuming {self.family} seed {self.seed} from step {self.step} ({self.checkpoint})")
 
     def save(self) -> None:

@@ -90,11 +90,22 @@ def save_weights(module: nn.Module, weights_path: Path, card: dict[str, Any]) ->
 def read_card(card_path: Path) -> Card:
     try:
         data = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ZooError(f"model card {card_path} cannot be read ({error}): restore it from git") from None
+    if not isinstance(data, dict):
+        raise ZooError(f"model card {card_path} is not a JSON object: restore it from git")
     for key in ("name", "dataset", "family", "weights", "sha256"):
         if key not in data:
             raise ZooError(f"model card {card_path} lacks the field {key!r}: restore it from git")
+        if not isinstance(data[key], str) or not data[key]:
+            raise ZooError(f"model card {card_path}: {key!r} must be a non-empty string: restore it from git")
+    weights = data["weights"]
+    if Path(weights).name != weights or weights in (".", "..") or not weights.endswith(".safetensors"):
+        raise ZooError(f"model card {card_path}: 'weights' must name a .safetensors file next to the card, "
+                       f"got {weights!r}: restore it from git")
+    if "config" in data and not isinstance(data["config"], dict):
+        raise ZooError(f"model card {card_path}: 'config' must be a JSON object of the family's config fields, "
+                       f"got {type(data['config']).__name__}: restore it from git or retrain")
     return Card(card_path, data)
 
 

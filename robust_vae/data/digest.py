@@ -1,0 +1,40 @@
+"""What a run's fingerprint records about its data: the sha256 of the dataset's files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from robust_vae.data.base import PathArg, dataset_source
+from robust_vae.data.idx import IDX_FILES, IDXDataset, find_file
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256, per process
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of one file, cached per process by path, size and modification time."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def dataset_digest(name: str, data_dir: PathArg | None = None) -> dict[str, str]:
+    """File name -> sha256 for a dataset stored as files (the IDX datasets); a dataset that is
+    rendered by code (dSprites) or read from a user's folder records how it was made instead."""
+    source = dataset_source(name)
+    if isinstance(source, IDXDataset):
+        folder = source.folder(data_dir)
+        digests = {}
+        for images, labels, _ in IDX_FILES.values():
+            for stem in (images, labels):
+                path = find_file(folder, stem)
+                if path is not None:
+                    digests[path.name] = file_sha256(path)
+        return digests
+    return {"source": f"{source.name} ({type(source).__module__}.{type(source).__name__})"}

@@ -1,0 +1,70 @@
+"""The disentanglement-metric registry: ``@register_metric("mig")`` on a metric function adds it,
+and :func:`evaluate_all` runs every registered metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from robust_vae.core.errors import ConfigError
+from robust_vae.core.registry import Registry
+from robust_vae.evaluation.disentanglement.base import FactorSampler, MetricResult, check_pair
+
+MetricFn = Callable[..., MetricResult]
+F = TypeVar("F", bound=MetricFn)
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    """A registered metric: its function and whether it needs a :class:`FactorSampler`.
+
+    ``interventional=False``: ``fn(codes (N, D), factors (N, F), *, seed, **options)``;
+    ``interventional=True``: ``fn(sampler, *, seed, **options)``.
+    """
+
+    name: str
+    fn: MetricFn
+    interventional: bool
+
+
+METRICS: Registry[MetricEntry] = Registry("disentanglement metric", "robust_vae.evaluation.disentanglement",
+                                          ConfigError)
+
+
+def register_metric(name: str, *, interventional: bool = False) -> Callable[[F], F]:
+    """Function decorator: ``@register_metric("mig")`` (``interventional=True`` for sampler metrics)."""
+
+    def decorate(fn: F) -> F:
+        METRICS.register(name)(MetricEntry(name, fn, interventional))
+        return fn
+
+    return decorate
+
+
+def metric_names(*, interventional: bool | None = None) -> list[str]:
+    """Registered metric names, optionally only the interventional (or only the fixed-code) ones."""
+    return [name for name, entry in METRICS.items() if interventional is None or entry.interventional == interventional]
+
+
+def evaluate_all(codes: Any, factors: Any, sampler: FactorSampler | None = None, seed: int = 0,
+                 options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, MetricResult]:
+    """Every registered metric: the fixed-code ones on ``codes (N, D)`` / ``factors (N, F)``, the
+    interventional ones only when ``sampler`` is given. ``options[name]`` are keyword arguments
+    for that metric (e.g. smaller sample sizes). Returns ``{metric name: MetricResult}``.
+    """
+    code_array, factor_array = check_pair(codes, factors)
+    extra = dict(options or {})
+    unknown = sorted(set(extra) - set(METRICS.names()))
+    if unknown:
+        raise ConfigError(f"options for unknown metrics {unknown}: choose from {', '.join(METRICS.names())}")
+    results: dict[str, MetricResult] = {}
+    for name, entry in METRICS.items():
+        kwargs = dict(extra.get(name, {}))
+        if entry.interventional:
+            if sampler is not None:
+                results[name] = entry.fn(sampler, seed=seed, **kwargs)
+        else:
+            results[name] = entry.fn(code_array, factor_array, seed=seed, **kwargs)
+    return results

@@ -1,0 +1,401 @@
+"""Tests for robust_vae.report.html (``robust-vae report --html``): pages of runs, comparisons, studies.
+
+The unit tests parse the pages with ``html.parser`` and compare them with the CSVs they come
+from: the committed standalone run (reports/mnist/jointvae/thesis-fast), the committed MNIST
+study, and a synthetic run whose labels and Markdown carry HTML that must come out escaped.
+The browser test drives Debian's ``chromium`` through ``chromedriver`` with Selenium (installed
+by ``.ci/browser-deps.sh``); it skips, saying so, only when either binary is missing. Its
+screenshots are kept in the pytest tmp folder and copied to build/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robust_vae.cli.app import main
+from robust_vae.core.errors import DataError
+from robust_vae.report import html
+from robust_vae.report.success import marginals, matrix_strings, plot_heatmaps
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_DIR = REPO / "reports" / "mnist" / "jointvae" / "thesis-fast"
+STUDY_DIR = REPO / "reports" / "mnist" / "study"
+ARTIFACTS = REPO / "build" / "test-artifacts"
+EVIL = '<script>alert("x")</script> & \'quoted\''
+
+
+# ------------------------------------------------------------------------- parsing
+class PageParser(HTMLParser):
+    """Tables (by id: header, rows of cell text, attributes), images, links, scripts and ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, dict[str, Any]] = {}
+        self.images: list[str] = []
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+        self.scripts: list[dict[str, str | None]] = []
+        self._table: dict[str, Any] | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._head = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            assert a["id"] not in self.ids, f"duplicate id {a['id']!r}"
+            self.ids.add(str(a["id"]))
+        if tag == "table":
+            self._table = {"attrs": a, "header": [], "rows": []}
+            self.tables[str(a.get("id"))] = self._table
+        elif tag == "thead":
+            self._head = True
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(str(a.get("src")))
+        elif tag == "a":
+            self.hrefs.append(str(a.get("href")))
+        elif tag == "script":
+            self.scripts.append(a)
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            if self._head:
+                self._table["header"] = self._row
+            else:
+                self._table["rows"].append(self._row)
+            self._row = None
+        elif tag == "thead":
+            self._head = False
+        elif tag == "table":
+            self._table = None
+
+
+def parse(text: str) -> PageParser:
+    parser = PageParser()
+    parser.feed(text)
+    return parser
+
+
+def csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return list(frame.columns), frame.to_numpy().tolist()
+
+
+def as_percent(text: str) -> str:
+    return format(Decimal(text).scaleb(2), "f")
+
+
+# ------------------------------------------------------------------------- fixtures
+def make_cells(k: int = 4, seed: int = 0) -> pd.DataFrame:
+    """A synthetic cells table (random counts), as ``robust-vae attack`` writes it."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(k):
+        for t in range(k):
+            if s != t:
+                n = int(rng.integers(20, 40))
+                ignore = int(rng.integers(0, n))
+                target = int(rng.integers(0, ignore + 1))
+                rows.append(dict(source=s, target=t, n_pairs=n + 2, n=n, hits_target=target,
+                                 hits_ignore_target=ignore, as_target=target / n, as_ignore_target=ignore / n,
+                                 mean_l2=float(rng.uniform(1, 3)), mean_linf=0.1,
+                                 mean_latent_distance=float(rng.uniform(0, 5))))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def evil_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder whose label, command and summary.md carry HTML and a javascript: link."""
+    folder = tmp_path_factory.mktemp("evil") / "run"
+    folder.mkdir()
+    cells = make_cells()
+    cells.to_csv(folder / "cells.csv", index=False, float_format="%.6f")
+    matrix_strings(cells).to_csv(folder / "matrix.csv", index_label="source")
+    marginals(cells).to_csv(folder / "marginals.csv", index=False, float_format="%.6f")
+    plot_heatmaps(cells, folder / "heatmaps.png", title=EVIL)
+    meta = {"label": EVIL, "recipe": "thesis", "recipe_description": EVIL, "command": f"robust-vae attack {EVIL}",
+            "hyperparameters": {"lr": 0.05, "note": EVIL}, "per_pair": None, "full": True}
+    (folder / "run.json").write_text(json.dumps(meta))
+    (folder / "javascript:alert(1)").write_text("a file name that must not become a javascript: link")
+    (folder / "summary.md").write_text(f"# {EVIL}\n\n<img src=x onerror=alert(1)>\n\n[js](javascript:alert(1))\n\n"
+                                       "![remote](https://example.invalid/x.png) ![local](heatmaps.png)\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The run and study pages written into a tmp folder (the committed folders stay untouched)."""
+    out = tmp_path_factory.mktemp("pages")
+    return {"run": html.write_html(RUN_DIR, out / "run.html"), "study": html.write_html(STUDY_DIR, out / "study.html")}
+
+
+@pytest.fixture(scope="module")
+def comparison_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("compare") / "compare-jointvae-vs-vae"
+    folder.mkdir()
+    shutil.copy(STUDY_DIR / "comparisons.csv", folder / "comparison.csv")
+    shutil.copy(STUDY_DIR / "marginals.csv", folder / "marginals.csv")
+    (folder / "comparison.md").write_text("| a | b |\n|---|---|\n| 1 | <b>2</b> |\n")
+    return folder
+
+
+# ------------------------------------------------------------------------- numbers
+def test_run_matrix_table_equals_matrix_csv(pages: dict[str, Path]) -> None:
+    page = parse(pages["run"].read_text())
+    header, rows = csv_rows(RUN_DIR / "matrix.csv")
+    table = page.tables["table-matrix"]
+    assert table["rows"] == rows
+    assert table["header"][1:] == header[1:]
+    assert "data-verbatim" in table["attrs"]
+
+
+def test_run_marginals_and_target_matrix_equal_the_csvs(pages: dict[str, Path]) -> None:
+    page = parse(pages["run"].read_text())
+    frame = pd.read_csv(RUN_DIR / "marginals.csv", dtype=str)
+    source = frame[frame["kind"].isin(["source", "overall"])]
+    expected = [[("Mean" if r.kind == "overall" else r.cls), as_percent(r.as_target), as_percent(r.as_ignore_target),
+                 r.mean_l2, r.mean_linf] for r in source.itertuples()]
+    assert page.tables["table-marginals-source"]["rows"] == expected
+    cells = pd.read_csv(RUN_DIR / "cells.csv", dtype=str)
+    target = {(r.source, r.target): as_percent(r.as_target) for r in cells.itertuples()}
+    for row in page.tables["table-as-target-matrix"]["rows"]:
+        assert all(v == ("-" if row[0] == t else target[(row[0], t)]) for t, v in zip(map(str, range(10)), row[1:]))
+
+
+def test_every_verbatim_table_equals_its_csv(pages: dict[str, Path]) -> None:
+    for name, folder in (("run", RUN_DIR), ("study", STUDY_DIR)):
+        page = parse(pages[name].read_text())
+        verbatim = [t for t in page.tables.values() if "data-verbatim" in t["attrs"]]
+        assert len(verbatim) >= 2
+        for table in verbatim:
+            _, rows = csv_rows(folder / table["attrs"]["data-source"])
+            assert table["rows"] == rows, table["attrs"]["id"]
+
+
+def test_study_comparisons_show_the_csv_intervals(pages: dict[str, Path]) -> None:
+    page = parse(pages["study"].read_text())
+    frame = pd.read_csv(STUDY_DIR / "comparisons.csv", dtype=str, keep_default_na=False)
+    rows = page.tables["table-comparisons"]["rows"]
+    assert len(rows) == len(frame)
+    for row, r in zip(rows, frame.itertuples()):
+        assert row[0] == r.comparison
+        assert row[2] == f"{r.mean_a_pct} [{r.mean_a_lo_pct}, {r.mean_a_hi_pct}]"
+        assert row[4] == f"{r.difference_pp} [{r.difference_lo_pp}, {r.difference_hi_pp}]"
+        assert row[5:7] == [r.wilcoxon_p, r.permutation_p]
+
+
+def test_study_page_indexes_every_run_with_its_command(pages: dict[str, Path]) -> None:
+    text = pages["study"].read_text()
+    page = parse(text)
+    runs = sorted(STUDY_DIR.glob("runs/*/*/run.json"))
+    rows = page.tables["table-runs"]["rows"]
+    assert len(rows) == len(runs) > 0
+    commands = {json.loads(p.read_text())["command"] for p in runs}
+    assert {row[-1] for row in rows} == commands
+    assert {f"run-{html.slug(row[0])}" for row in rows} <= page.ids  # each run's section is on the page
+    assert "README.md: setup and answers" in text and "Is JointVAE less robust" in text
+    assert len(page.images) == len(list((STUDY_DIR / "figures").glob("*.png")))
+
+
+# ------------------------------------------------------------------------- safety
+def test_values_from_files_are_escaped(evil_run: Path, tmp_path: Path) -> None:
+    text = html.write_html(evil_run, tmp_path / "page.html").read_text()
+    assert EVIL not in text and "<script>alert" not in text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#39;quoted&#39;" in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text  # raw HTML in Markdown is shown, not run
+    page = parse(text)
+    assert len(page.scripts) == 1 and not page.scripts[0]  # the page's own inline script only
+    assert not [h for h in page.hrefs if h.lower().startswith("javascript:")]
+    assert all(src.startswith("data:image/png;base64,") for src in page.images) and len(page.images) == 1
+
+
+@pytest.mark.parametrize("name", ["run", "study"])
+def test_pages_are_self_contained(pages: dict[str, Path], name: str) -> None:
+    text = pages[name].read_text()
+    page = parse(text)
+    assert "http://" not in text and "https://" not in text
+    assert "<link rel=\"stylesheet\"" not in text and "<script src" not in text
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    for href in page.hrefs:  # every relative link points at a file next to the page
+        if href.startswith("#"):
+            assert href[1:] in page.ids, href
+        else:
+            assert (pages[name].parent / unquote(href)).exists(), href
+
+
+def test_comparison_page(comparison_dir: Path, tmp_path: Path) -> None:
+    assert html.folder_kind(comparison_dir) == "comparison"
+    text = html.write_html(comparison_dir, tmp_path / "c.html").read_text()
+    page = parse(text)
+    assert len(page.tables["table-comparison"]["rows"]) == len(pd.read_csv(comparison_dir / "comparison.csv"))
+    assert page.tables["table-marginals"]["rows"] == csv_rows(comparison_dir / "marginals.csv")[1]
+    assert "&lt;b&gt;2&lt;/b&gt;" in text
+
+
+def test_folder_kinds_and_errors(tmp_path: Path) -> None:
+    assert html.folder_kind(RUN_DIR) == "run" and html.folder_kind(STUDY_DIR) == "study"
+    with pytest.raises(DataError, match="holds no run"):
+        html.folder_kind(tmp_path)
+    with pytest.raises(DataError, match="not a folder"):
+        html.folder_kind(tmp_path / "missing")
+    assert html.percent("0.027832") == "2.7832" and html.percent("nan") == "n/a"
+    assert html.sort_key("12.34% (5.67%)") == 12.34 and html.sort_key("<0.0001") == 0.0001
+    assert html.sort_key("vae-seed0") is None and html.sort_key("-") is None
+
+
+def test_cli_report_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sub" / "page.html"
+    assert main(["report", "--html", str(RUN_DIR), "--out", str(out)]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>") and str(out) in capsys.readouterr().out
+    assert main(["report", "--html", str(RUN_DIR), "--out", str(tmp_path / "folder")]) == 0
+    assert (tmp_path / "folder" / html.PAGE_NAME).is_file()
+    assert main(["report", "--html", str(RUN_DIR), str(STUDY_DIR), "--out", str(out)]) == 2
+    assert main(["report", "--html", str(tmp_path)]) == 2
+    assert "holds no run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder", [RUN_DIR, STUDY_DIR], ids=["run", "study"])
+def test_committed_page_is_current(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The committed page is what `robust-vae report --html <folder>` writes from the repository root."""
+    command = f"robust-vae report --html {folder.relative_to(REPO)}"
+    page = folder / html.PAGE_NAME
+    assert page.is_file(), f"no {page}: run `{command}` from the repository root"
+    monkeypatch.chdir(REPO)
+    assert page.read_text() == html.render_html(folder.relative_to(REPO)), (
+        f"{page} is stale: rerun `{command}` from the repository root")
+
+
+# ------------------------------------------------------------------------- the browser
+def _binaries() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian chromium through chromedriver, with console and network logs."""
+    found = _binaries()
+    if found is None:
+        pytest.skip("browser test skipped: no chromium and/or chromedriver binary on PATH "
+                    "(install them with `bash .ci/browser-deps.sh`: apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1280,1600", "--hide-scrollbars"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _load(driver: Any, path: Path) -> None:
+    driver.get(path.resolve().as_uri())
+    driver.execute_script("return document.readyState")
+
+
+def _problems(driver: Any) -> list[str]:
+    """Console errors and failed requests since the last call."""
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.loadingFailed":
+            errors.append(f"failed request: {message['params']}")
+        elif message["method"] == "Network.responseReceived" and message["params"]["response"]["status"] >= 400:
+            errors.append(f"HTTP {message['params']['response']['status']}: {message['params']['response']['url']}")
+    return errors
+
+
+def _column(driver: Any, table: str, col: int) -> list[str]:
+    return list(driver.execute_script(
+        "return Array.from(document.getElementById(arguments[0]).tBodies[0].rows)"
+        ".map(r => r.cells[arguments[1]].getAttribute('data-sort') || r.cells[arguments[1]].textContent)",
+        table, col))
+
+
+def _screenshot(driver: Any, tmp_path: Path, name: str, at: str = "") -> None:
+    """A viewport screenshot (scrolled to the element with id ``at``), kept in build/test-artifacts/."""
+    driver.execute_script("const e = document.getElementById(arguments[0]); if (e) { e.scrollIntoView(); }"
+                          " else { window.scrollTo(0, 0); }", at)
+    path = tmp_path / name
+    driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, ARTIFACTS / name)
+
+
+def test_run_page_in_a_browser(browser: Any, pages: dict[str, Path], tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    _load(browser, pages["run"])
+    assert _problems(browser) == []
+    sizes = browser.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+    assert len(sizes) == 2 and all(done and width > 0 for done, width in sizes)
+    cells = browser.execute_script("return Array.from(document.querySelectorAll('#table-matrix tbody tr'))"
+                                   ".map(r => Array.from(r.cells).map(c => c.textContent.trim()))")
+    assert cells == csv_rows(RUN_DIR / "matrix.csv")[1]
+    before = _column(browser, "table-marginals-source", 1)
+    button = browser.find_element(By.CSS_SELECTOR, "#table-marginals-source thead th:nth-child(2) button")
+    button.click()
+    after = _column(browser, "table-marginals-source", 1)
+    assert after != before and sorted(after) == sorted(before)
+    assert [float(v) for v in after[:-1]] == sorted(float(v) for v in before[:-1]) and after[-1] == before[-1]
+    button.click()
+    assert [float(v) for v in _column(browser, "table-marginals-source", 1)[:-1]] == sorted(
+        (float(v) for v in before[:-1]), reverse=True)
+    _screenshot(browser, tmp_path, "html-report-run.png")
+    _screenshot(browser, tmp_path, "html-report-run-matrix.png", at="matrix")
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    assert browser.execute_script("return getComputedStyle(document.querySelector('nav.toc')).display") == "none"
+    _screenshot(browser, tmp_path, "html-report-run-print.png")
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert _problems(browser) == []
+
+
+def test_study_page_in_a_browser(browser: Any, pages: dict[str, Path], tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    _load(browser, pages["study"])
+    assert _problems(browser) == []
+    sizes = browser.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+    assert len(sizes) == 3 and all(done and width > 0 for done, width in sizes)
+    runs = _column(browser, "table-runs", 6)  # AS target, %
+    browser.find_element(By.CSS_SELECTOR, "#table-runs thead th:nth-child(7) button").click()
+    assert [float(v) for v in _column(browser, "table-runs", 6)] == sorted(float(v) for v in runs) != \
+        [float(v) for v in runs]
+    first = browser.find_element(By.CSS_SELECTOR, "#table-runs tbody tr td a")
+    target = first.get_attribute("href").split("#")[1]
+    first.click()
+    assert browser.execute_script("return document.getElementById(arguments[0]).open", target) is True
+    _screenshot(browser, tmp_path, "html-report-study.png")
+    _screenshot(browser, tmp_path, "html-report-study-runs.png", at="runs")
+    _screenshot(browser, tmp_path, "html-report-study-comparisons.png", at="comparisons")
+    assert _problems(browser) == []
