@@ -30,14 +30,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.markdown:
         print(models_markdown(cards))
         return 0
-    print(f"{'name':<18}{'dataset':<9}{'seed':<6}{'metrics'}")
+    print(f"{'name':<18}{'dataset':<15}{'seed':<6}{'metrics'}")
     for card in cards:
         s = card.summary()
         metrics = ", ".join(
             f"{k}={v:.4f}" for k, v in s["metrics"].items() if isinstance(v, float)
         )
         seed = "-" if s["seed"] is None else str(s["seed"])
-        print(f"{s['name']:<18}{s['dataset']:<9}{seed:<6}{metrics}")
+        print(f"{s['name']:<18}{s['dataset']:<15}{seed:<6}{metrics}")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from robust_vae.data.base import PathArg, dataset_source
+from robust_vae.data.base import PathArg, dataset_folder, dataset_source
 from robust_vae.data.idx import IDX_FILES, IDXDataset, find_file
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256, per process
@@ -25,8 +25,9 @@ def file_sha256(path: Path) -> str:
 
 
 def dataset_digest(name: str, data_dir: PathArg | None = None) -> dict[str, str]:
-    """File name -> sha256 for a dataset stored as files (the IDX datasets); a dataset that is
-    rendered by code (dSprites) or read from a user's folder records how it was made instead."""
+    """File name -> sha256 of every file a dataset is read from (the IDX files; every file of an
+    ``imagefolder`` root); a dataset rendered by code (dSprites) records that instead (the code's
+    version is in ``run.json``'s versions)."""
     source = dataset_source(name)
     if isinstance(source, IDXDataset):
         folder = source.folder(data_dir)
@@ -37,4 +38,9 @@ def dataset_digest(name: str, data_dir: PathArg | None = None) -> dict[str, str]
                 if path is not None:
                     digests[path.name] = file_sha256(path)
         return digests
-    return {"source": f"{source.name} ({type(source).__module__}.{type(source).__name__})"}
+    root, _ = dataset_folder(source.name, data_dir)
+    if source.name == "imagefolder" and root is not None and root.is_dir():
+        # a user's folder: every file under it, by relative path (mtime-cached, so reruns are cheap)
+        return {str(path.relative_to(root)): file_sha256(path)
+                for path in sorted(root.rglob("*")) if path.is_file()}
+    return {"source": f"{source.name} ({type(source).__module__}.{type(source).__name__}), rendered by code"}

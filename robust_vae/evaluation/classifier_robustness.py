@@ -59,6 +59,9 @@ class IdentityModel(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return z.view(-1, *self.image_shape)
 
+    def deterministic_code(self, params: LatentParams) -> torch.Tensor:
+        return params.mean
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
