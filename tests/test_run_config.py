@@ -60,7 +60,9 @@ def test_invalid_values_are_refused() -> None:
 
 def test_run_attack_writes_the_fingerprint_and_the_command(tmp_path: Path) -> None:
     config = RunConfig.create("vae", recipe="thesis-fast", overrides={"steps": 2}, per_pair=1)
-    result = run_attack(config, tmp_path / "run", progress=False)
+    result = run_attack(config, tmp_path / "run", progress=False, html=True)
+    page = (tmp_path / "run" / "index.html").read_text()
+    assert "<table" in page and "http://" not in page and "https://" not in page
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == config.fingerprint()
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["command"] == config.command(tmp_path / "run")

@@ -33,9 +33,10 @@ def resource_usage() -> dict[str, Any]:
 
 
 def run_attack(config: RunConfig, out_dir: str | Path | None = None, *, restart: bool = False,
-               progress: bool = True) -> SuccessMatrix:
+               progress: bool = True, html: bool = False) -> SuccessMatrix:
     """Make (or resume) the run ``config`` describes in ``out_dir`` (default
-    :meth:`RunConfig.default_out`) and write its tables, figures and ``run.json``."""
+    :meth:`RunConfig.default_out`) and write its tables, figures and ``run.json`` (``html``: and
+    its static page)."""
     # every check happens before anything is written
     test = load_dataset(config.dataset, "test", config.data_dir)
     model = load_model(config.model, config.dataset, seed=config.model_seed, device=config.device)
@@ -62,5 +63,5 @@ def run_attack(config: RunConfig, out_dir: str | Path | None = None, *, restart:
         # `robust-vae study` holds every run made so far
         result.metadata["cpu_seconds_this_call"] = round(time.process_time() - cpu_started, 2)
         result.metadata.update(resource_usage())
-        result.save(out)
+        result.save(out, html=html)
     return result

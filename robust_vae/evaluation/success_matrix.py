@@ -202,8 +202,9 @@ class SuccessMatrix:
         meta = {k: self.metadata[k] for k in keys if k in self.metadata}
         return summary_markdown(self.cells, self.marginals(), self.metadata.get("label", "run"), meta)
 
-    def save(self, out_dir: str | Path) -> None:
-        """Every report file of the run, rendered from these results."""
+    def save(self, out_dir: str | Path, html: bool = False) -> None:
+        """Every report file of the run, rendered from these results (``html``: also the
+        run's static page, ``index.html``)."""
         out = Path(out_dir)
         self.to_csv(out)
         self.to_latex(out)
@@ -211,6 +212,10 @@ class SuccessMatrix:
         (out / "summary.md").write_text(self.to_markdown())
         (out / "run.json").write_text(json.dumps(self.metadata, indent=2, default=str) + "\n")
         np.savez_compressed(out / "samples.npz", **dict[str, Any](_samples_to_arrays(self.samples)))
+        if html:
+            from robust_vae.report.html import write_html  # needs markdown-it-py; only for pages
+
+            write_html(out)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> SuccessMatrix:
