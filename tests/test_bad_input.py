@@ -77,7 +77,6 @@ CASES: dict[str, tuple[list[str], str, Prep | None]] = {
     "out-in-proc": (["--out", "/proc/robust-vae-x"], "cannot write", None),
     "other-configuration": (["--per-pair", "2"], "different configuration", None),
     "config-not-json": ([], "cannot be read", lambda tmp, run, mp: _damage(run / "config.json", b"{not json")),
-    "truncated-unit": (["--restart"], "", None),  # replaced below: see test_truncated_unit
     "corrupt-weights": ([], "sha256", lambda tmp, run, mp: mp.setenv("ROBUST_VAE_MODELS", str(
         _zoo_with_card(tmp, lambda d: d.update(sha256="0" * 64))))),
     "card-weights-path": ([], "must name a .safetensors file", lambda tmp, run, mp: mp.setenv(
@@ -97,7 +96,6 @@ CASES: dict[str, tuple[list[str], str, Prep | None]] = {
     "train-bad-checkpoint": (["!train", "--model", "vae", "--steps", "3", "--out", "{tmp}/zoo"], "cannot be used",
                              lambda tmp, run, mp: _bad_checkpoint(tmp, mp)),
 }
-del CASES["truncated-unit"]
 
 
 def _bad_checkpoint(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,7 @@ from robust_vae.models.base import (
     gaussian_kl_between,
     linear_capacity,
 )
-from robust_vae.zoo.cards import load_state, read_card, save_weights, sha256_of
+from robust_vae.zoo import load_state, read_card, save_weights, sha256_of
 
 ALL_FAMILIES = sorted(FAMILIES)
 

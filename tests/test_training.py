@@ -17,7 +17,7 @@ from robust_vae.data import Dataset
 from robust_vae.models import get_family
 from robust_vae.training import vae as training
 from robust_vae.training.vae import checkpoint_dir, train_vae
-from robust_vae.zoo.cards import MODELS_ENV, load_state, read_card, sha256_of
+from robust_vae.zoo import MODELS_ENV, load_state, read_card, sha256_of
 
 SCRIPT = Path(sys.executable).parent / "robust-vae"
 COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "robust_vae.cli.app"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from robust_vae.core.hashing import sha256_of
 from robust_vae.data.base import PathArg, dataset_folder, dataset_source
 from robust_vae.data.idx import IDX_FILES, IDXDataset, find_file
 
@@ -16,11 +16,7 @@ def file_sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
+        _DIGESTS[key] = sha256_of(path)
     return _DIGESTS[key]
 
 

@@ -416,10 +416,6 @@ def _attack_units(plans: list[PairPlan], units: list[list[int]], model: nn.Modul
     return results
 
 
-def _ignore_steps(done: int, total: int) -> None:
-    """The progress callback of a run without a bar."""
-
-
 def _batch_progress(bar: Any, size: int) -> Callable[[int, int], None]:
     """A :func:`robust_vae.core.progress.listen` callback that moves ``bar`` through a batch of
     ``size`` examples as the attack reports its steps."""
@@ -451,7 +447,7 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
         xs = dataset.images[src[rows]].to(device)
         xt = dataset.images[tgt[rows]].to(device)
         start = bar.n if bar is not None else 0
-        with progress.listen(_batch_progress(bar, len(rows)) if bar is not None else _ignore_steps):
+        with progress.listen(_batch_progress(bar, len(rows))) if bar is not None else contextlib.nullcontext():
             result = attack(model, xs, xt, seeds=seeds[rows], target_classes=torch.from_numpy(t_cls[rows]))
         if bar is not None and bar.n < start + len(rows):
             bar.update(start + len(rows) - bar.n)

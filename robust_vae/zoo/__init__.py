@@ -1,5 +1,6 @@
 """The model zoo: shipped weights with JSON cards, verified on load (RobustBench style)."""
 
+from robust_vae.core.hashing import sha256_of
 from robust_vae.zoo.cards import (
     MODELS_ENV,
     SHIPPED_MODELS,
@@ -11,7 +12,6 @@ from robust_vae.zoo.cards import (
     models_root,
     read_card,
     save_weights,
-    sha256_of,
 )
 from robust_vae.zoo.loading import load_classifier, load_model
 

@@ -7,7 +7,6 @@ architecture built from the card, and never unpickles anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robust_vae.core.errors import ZooError
+from robust_vae.core.hashing import sha256_of
 
 MODELS_ENV = "ROBUST_VAE_MODELS"
 SHIPPED_MODELS = Path(__file__).resolve().parent / "weights"  # package data: <dataset>/<stem>.{json,safetensors}
@@ -28,14 +28,6 @@ def models_root() -> Path:
     """Folder of the zoo: ``$ROBUST_VAE_MODELS``, else the weights shipped inside the package
     (``robust_vae/zoo/weights/``), so an installed wheel finds them from any folder."""
     return Path(os.environ.get(MODELS_ENV) or SHIPPED_MODELS)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_stem(name: str, seed: int | None) -> str:
