@@ -280,6 +280,24 @@ def test_evaluate_reproduces_the_card(env: dict[str, str], small_zoo: Path) -> N
     np.testing.assert_allclose(printed["metrics"]["kl_per_dim"], card["metrics"]["kl_per_dim"], rtol=1e-3, atol=1e-5)
 
 
+def test_evaluate_update_card_rewrites_metrics_only(env: dict[str, str], small_zoo: Path, tmp_path: Path) -> None:
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo)
+    card_path = zoo / "mnist" / "vae-seed0.json"
+    before = json.loads(card_path.read_text())
+    before["metrics"]["recon_accuracy"] = 0.0  # a stale value, as after a new classifier
+    card_path.write_text(json.dumps(before, indent=2) + "\n")
+    result = run_cli(["evaluate", "--model", "vae", "--dataset", "mnist", "--update-card"],
+                     dict(env, ROBUST_VAE_MODELS=str(zoo)))
+    assert result.returncode == 0, result.stderr
+    after = json.loads(card_path.read_text())
+    assert after["metrics"]["recon_accuracy"] > 0.5
+    classifier = json.loads((zoo / "mnist" / "classifier.json").read_text())
+    assert after["recon_classifier_sha256"] == classifier["sha256"]
+    assert {k: v for k, v in after.items() if k not in ("metrics", "recon_classifier_sha256")} == {
+        k: v for k, v in before.items() if k not in ("metrics", "recon_classifier_sha256")}
+
+
 def test_traverse_writes_a_png(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "t.png"
     result = run_cli(["traverse", "--model", "vae", "--dataset", "mnist", "--out", str(out)], env)

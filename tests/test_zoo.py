@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from robust_vae.core.errors import ZooError
+from robust_vae.core.errors import DataError, ZooError
 from robust_vae.data import Dataset
 from robust_vae.models.classifier import LeNet, accuracy
 from robust_vae.zoo import (
@@ -155,8 +155,10 @@ def test_unshipped_model_lists_what_is_available(models_copy: Path) -> None:
 
 
 def test_unknown_dataset_has_no_classifier(models_copy: Path) -> None:
-    with pytest.raises(ZooError, match="for dataset 'cifar10'.*available: none"):
+    with pytest.raises(DataError, match="unknown dataset 'cifar10': supported datasets are"):
         load_classifier("cifar10")
+    with pytest.raises(ZooError, match="for dataset 'imagefolder'.*available: none"):
+        load_classifier("imagefolder")
 
 
 # ----------------------------------------------------------------- save / load

@@ -76,6 +76,7 @@ from robust_vae.attacks import is_recipe, read_recipe
 from robust_vae.core.errors import ConfigError, RobustVAEError, ZooError
 from robust_vae.evaluation.run_config import RunConfig
 from robust_vae.evaluation.runner import run_attack
+from robust_vae.report.classes import ClassLabels, for_dataset
 from robust_vae.report.success import (
     RATE_LABELS,
     RATES,
@@ -137,6 +138,11 @@ class Study:
     @property
     def runs_dir(self) -> Path:
         return self.out_dir / str(self.raw.get("study", {}).get("runs_dir", "runs"))
+
+    @property
+    def classes(self) -> ClassLabels:
+        """The dataset's classes (noun in captions, key lines under class-indexed tables)."""
+        return for_dataset(self.dataset)
 
 
 def _need(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -433,11 +439,12 @@ def _report_marginals(rep: _Report, intervals: dict[str, pd.DataFrame]) -> None:
     by_model = {_seeds_label(main[m]): intervals[m] for m in study.marginal_models if m in main}
     if not by_model:
         return
+    classes = study.classes
     marginals_csv_frame(by_model).to_csv(out / "marginals.csv", index=False)
     rep.write("marginals.tex", marginals_latex(
-        by_model, caption=f"Marginal attack success per source digit ({latex_escape(study.main_recipe)} "
-        "attack), mean over model seeds.", label="tab:study-marginals"))
-    rep.parts["marginals_md"] = marginals_markdown(by_model)
+        by_model, caption=f"Marginal attack success per source {classes.noun} ({latex_escape(study.main_recipe)} "
+        "attack), mean over model seeds.", label="tab:study-marginals", classes=classes))
+    rep.parts["marginals_md"] = marginals_markdown(by_model, classes)
     rep.write("marginals.md", rep.parts["marginals_md"] + "\n")
     rep.note(out / "marginals.csv")
     rows = [{"model": model, "seeds": len(main[model].runs), **rec}
@@ -459,7 +466,7 @@ def _report_marginal_figures(rep: _Report, intervals: dict[str, pd.DataFrame]) -
                   for label, frame in figure_models.items()}
         plot_marginal_bars(figure_models, path, metric=rate, intervals=bounds,
                            title=f"{RATE_LABELS[rate]} per source, {study.main_recipe} attack "
-                                 "(mean over seeds, bootstrap 95% CI)")
+                                 "(mean over seeds, bootstrap 95% CI)", classes=study.classes)
         rep.parts["figures"].append(path)
         rep.note(path)
 
@@ -715,7 +722,7 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
     lines.append(markdown_table(["model", "seed", "recipe", "pairs per cell", "state", "attacked examples",
                                   "folder / note"], rows, align="lrlrlrl"))
     sections = [
-        ("Marginals per source digit (main recipe, mean over seeds)", "marginals_md"),
+        (f"Marginals per source {study.classes.noun} (main recipe, mean over seeds)", "marginals_md"),
         ("Per-seed variation", "seeds_md"),
         ("Comparisons between models", "comparisons_md"),
         ("Attack strength", "attacks_md"),

@@ -29,7 +29,7 @@ from robust_vae.attacks.base import as_attackable
 from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError, ZooError
 from robust_vae.core.paths import default_cache_dir
-from robust_vae.data import Dataset, load_dataset
+from robust_vae.data import Dataset, load_dataset, load_dataset_at
 from robust_vae.zoo.cards import Card, load_state, read_card, save_weights
 
 FAMILY = "latent-classifier"
@@ -221,8 +221,9 @@ def latent_classifier_for(
         print(f"latent classifier cache entry {card_path} is unusable ({problem}); retraining it",
               file=sys.stderr)
     started = time.perf_counter()
-    train = load_dataset(dataset, "train", data_dir)
-    test = load_dataset(dataset, "test", data_dir)
+    shape = getattr(model, "image_shape", None)  # a LatentVAE's (C, H, W); other models take the default
+    train, test = ((load_dataset_at(dataset, split, shape, data_dir) if shape is not None
+                    else load_dataset(dataset, split, data_dir)) for split in ("train", "test"))
     n_train = len(train) if config.train_size is None else min(config.train_size, len(train))
     codes = attack_codes(model, train.images[:n_train])
     net = fit_latent_classifier(codes, train.labels[:n_train], train.num_classes, config,

@@ -18,6 +18,7 @@ from robust_vae.cli import (
     classifier_robustness,
     compare,
     datasets,
+    disentanglement,
     evaluate,
     models,
     report,
@@ -30,7 +31,8 @@ from robust_vae.core.errors import RobustVAEError
 from robust_vae.core.paths import default_cache_dir
 
 # in the order of `robust-vae --help`
-COMMANDS: tuple[Any, ...] = (models, datasets, train, evaluate, traverse, attack, report, compare, study, classifier_robustness)
+COMMANDS: tuple[Any, ...] = (models, datasets, train, evaluate, disentanglement, traverse, attack, report, compare, study,
+                             classifier_robustness)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,9 @@ from typing import Any
 from robust_vae.attacks import load_attack, parse_overrides, read_recipe
 from robust_vae.cli.options import add_common, add_sampling_arguments
 from robust_vae.core.paths import writable_folder
-from robust_vae.data import load_dataset
+from robust_vae.data import load_dataset_at
 from robust_vae.evaluation.classifier_robustness import classifier_robustness
-from robust_vae.zoo import find_card, load_classifier
+from robust_vae.zoo import classifier_spec, find_card, load_classifier
 
 
 def _budget(text: str) -> float:
@@ -52,9 +52,10 @@ def add_parser(sub: Any) -> None:
 
 def cmd_classifier_robustness(args: argparse.Namespace) -> int:
     # every check happens before anything is written
-    test = load_dataset(args.dataset, "test", args.data_dir)
-    classifier = load_classifier(args.dataset, device=args.device)
     card = find_card("classifier", args.dataset, None)
+    test = load_dataset_at(args.dataset, "test", classifier_spec(card).image_shape, args.data_dir,
+                           what=f"the {args.dataset} classifier")
+    classifier = load_classifier(args.dataset, device=args.device)
     recipe = read_recipe(args.attack)
     attack = load_attack(args.attack, **parse_overrides(args.set)).bind(data_dir=args.data_dir)
     out = writable_folder(args.out or Path("reports") / args.dataset / "classifier" / recipe["name"])

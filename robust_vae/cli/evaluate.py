@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from robust_vae.cli.options import add_common
-from robust_vae.data import load_dataset
+from robust_vae.data import load_dataset_at
 from robust_vae.training import evaluate_vae
-from robust_vae.zoo import find_card, load_classifier, load_model
+from robust_vae.zoo import find_card, load_classifier, load_model, update_card
 
 
 def add_parser(sub: Any) -> None:
@@ -19,15 +19,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--update-card", action="store_true",
+                   help="write the recomputed metrics into the card (e.g. after a new evaluation classifier)")
     p.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.dataset, seed=args.seed, device=args.device)
     card = find_card(args.model, args.dataset, args.seed)
-    classifier = load_classifier(args.dataset, device=args.device)
-    test = load_dataset(args.dataset, "test", args.data_dir)
+    classifier = load_classifier(args.dataset, device=args.device, image_shape=model.image_shape)
+    test = load_dataset_at(args.dataset, "test", model.image_shape, args.data_dir, what=args.model)
     metrics = evaluate_vae(model, test, classifier, step=card.data.get("steps"))
+    if args.update_card:
+        update_card(card, metrics=metrics,
+                    recon_classifier_sha256=find_card("classifier", args.dataset, None).data["sha256"])
+        print(f"updated {card.path}")
     if args.json:
         print(json.dumps({"name": args.model, "seed": args.seed, "metrics": metrics,
                           "card_metrics": card.data.get("metrics", {})}, indent=2))

@@ -34,7 +34,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for card in cards:
         s = card.summary()
         metrics = ", ".join(
-            f"{k}={v:.4f}" for k, v in s["metrics"].items() if isinstance(v, float)
+            f"{k}={v:.4f}" for k, v in [*s["metrics"].items(), *disentanglement_listing(card)] if isinstance(v, float)
         )
         seed = "-" if s["seed"] is None else str(s["seed"])
         print(f"{s['name']:<18}{s['dataset']:<15}{seed:<6}{metrics}")
@@ -46,17 +46,32 @@ MARKDOWN_METRICS = (("recon_accuracy", "recon acc."), ("recon_bce", "recon BCE")
                     ("elbo", "ELBO"), ("test_accuracy", "test acc."))
 
 
+# the disentanglement scores `robust-vae disentanglement` records in a card: columns only when a card has them
+DISENTANGLEMENT_COLUMNS = (("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("betavae_score", "β-VAE"),
+                           ("factorvae_score", "FactorVAE"))
+
+
+def disentanglement_listing(card: Card) -> list[tuple[str, float]]:
+    """The card's recorded disentanglement scores that the zoo listings show (none if not measured)."""
+    scores = card.disentanglement_scores
+    return [(key, scores[key]) for key, _ in DISENTANGLEMENT_COLUMNS if key in scores]
+
+
 def models_markdown(cards: list[Card]) -> str:
-    """The zoo as a Markdown table (what the README's zoo table is pasted from)."""
-    header = ["model", "dataset", "seed", "steps", *(t for _, t in MARKDOWN_METRICS)]
+    """The zoo as a Markdown table (what the README's zoo table is pasted from). The
+    disentanglement columns appear when some card has scores (``robust-vae disentanglement``)."""
+    columns = DISENTANGLEMENT_COLUMNS if any(card.disentanglement_scores for card in cards) else ()
+    header = ["model", "dataset", "seed", "steps", *(t for _, t in MARKDOWN_METRICS), *(t for _, t in columns)]
     rows = []
     for card in cards:
         s = card.summary()
         values = [f"{s['metrics'][k]:.4f}" if isinstance(s["metrics"].get(k), float) else "–"
                   for k, _ in MARKDOWN_METRICS]
+        scores = card.disentanglement_scores
+        values += [f"{scores[k]:.4f}" if k in scores else "–" for k, _ in columns]
         seed = "–" if s["seed"] is None else str(s["seed"])
         steps = card.data.get("steps") or card.data.get("training", {}).get("steps", "–")
         rows.append([f"`{s['name']}`", s["dataset"], seed, str(steps), *values])
-    return markdown_table(header, rows, align="llrr" + "r" * len(MARKDOWN_METRICS))
+    return markdown_table(header, rows, align="llrr" + "r" * (len(MARKDOWN_METRICS) + len(columns)))
 
 

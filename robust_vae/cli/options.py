@@ -7,9 +7,11 @@ from typing import NoReturn
 
 from robust_vae.attacks import parse_overrides
 from robust_vae.core.devices import check_device
+from robust_vae.core.errors import ConfigError
 from robust_vae.evaluation.run_config import DEFAULT_BATCH_SIZE, DEFAULT_PER_PAIR
 
-__all__ = ["OneLineParser", "positive_int", "add_common", "add_sampling_arguments", "setup_torch",
+__all__ = ["OneLineParser", "positive_int", "add_common", "add_dataset_options", "add_sampling_arguments",
+           "dataset_options", "setup_torch",
            "parse_overrides", "DEFAULT_PER_PAIR"]
 
 
@@ -40,6 +42,31 @@ def add_common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice)")
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """``--image-size`` and ``--data-option KEY=VALUE``: the dataset's load options (training)."""
+    parser.add_argument("--image-size", type=positive_int, default=None,
+                        help="load the images at this size (dsprites, imagefolder); the network follows it")
+    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="another load option of the dataset, e.g. samples=100000 for dsprites (repeatable)")
+
+
+def dataset_options(args: argparse.Namespace) -> dict[str, int | None]:
+    """The load options named by :func:`add_dataset_options` (whole numbers), or a one-line error."""
+    options: dict[str, int | None] = {}
+    for item in args.data_option:
+        key, sep, text = item.partition("=")
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if not sep or not key or value is None:
+            raise ConfigError(f"--data-option takes KEY=WHOLE_NUMBER (e.g. samples=100000), got {item!r}")
+        options[key.strip().replace("-", "_")] = value
+    if args.image_size is not None:
+        options["image_size"] = args.image_size
+    return options
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, set_example: str) -> None:

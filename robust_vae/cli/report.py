@@ -10,6 +10,7 @@ from typing import Any
 from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import writable
 from robust_vae.evaluation import SuccessMatrix
+from robust_vae.report.classes import shared_classes
 from robust_vae.report.success import marginals_csv_frame, marginals_latex, marginals_markdown
 
 
@@ -63,13 +64,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         if len(set(labels)) < len(labels):
             labels = [str(p) for p in args.runs]
         by_run = {label: run.marginals() for label, run in zip(labels, runs)}
+        classes = shared_classes(run.classes for run in runs)  # "class", unnamed, when the runs' datasets differ
         out = Path(args.out) if args.out else Path(os.path.commonpath([str(Path(p).resolve()) for p in args.runs])) / "comparison"
         writable(out).mkdir(parents=True, exist_ok=True)
         marginals_csv_frame(by_run).to_csv(out / "marginals.csv", index=False)
         (out / "marginals.tex").write_text(marginals_latex(
-            by_run, caption="Marginal attack success rates per source digit.", label="tab:marginals"))
-        (out / "marginals.md").write_text(marginals_markdown(by_run))
-        print(marginals_markdown(by_run))
+            by_run, caption=f"Marginal attack success rates per source {classes.noun}.", label="tab:marginals",
+            classes=classes))
+        (out / "marginals.md").write_text(marginals_markdown(by_run, classes))
+        print(marginals_markdown(by_run, classes))
         print(f"wrote {out}/marginals.csv, marginals.tex, marginals.md")
     return 0
 

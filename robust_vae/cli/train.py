@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from robust_vae.cli.options import add_common, positive_int
+from robust_vae.cli.options import add_common, add_dataset_options, dataset_options, positive_int
 from robust_vae.training import ClassifierConfig, train_classifier, train_vae
 
 
@@ -15,6 +15,9 @@ def add_parser(sub: Any) -> None:
     """Register the command on the ``robust-vae`` subparsers ``sub``."""
     p = sub.add_parser("train-classifier", help="train the evaluation classifier (protocol §3)")
     add_common(p)
+    add_dataset_options(p)
+    p.add_argument("--architecture", default="lenet", choices=["lenet", "cnn"],
+                   help="lenet (the thesis's) or cnn (three conv blocks with batch norm)")
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
@@ -23,6 +26,7 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser("train", help="train a VAE family; rerun the same command to resume")
     add_common(p)
+    add_dataset_options(p)
     p.add_argument("--model", required=True, help="family: vae, vae-wd, jointvae, betavae, betavae-capacity")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: 100000)")
     p.add_argument("--seed", type=int, default=0)
@@ -33,9 +37,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    config = ClassifierConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    config = ClassifierConfig(architecture=args.architecture, epochs=args.epochs, lr=args.lr, seed=args.seed)
     card = train_classifier(args.dataset, config, out_dir=args.out, device=args.device,
-                            data_dir=args.data_dir)
+                            data_dir=args.data_dir, dataset_options=dataset_options(args))
     print(f"wrote {card.weights_path}: test accuracy {card.data['metrics']['test_accuracy']:.4f}")
     return 0
 
@@ -46,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["weight_decay"] = args.weight_decay
     result = train_vae(args.model, args.dataset, seed=args.seed, steps=args.steps, out_dir=args.out,
                        device=args.device, data_dir=args.data_dir,
-                       checkpoint_every=args.checkpoint_every, overrides=overrides)
+                       checkpoint_every=args.checkpoint_every, overrides=overrides,
+                       dataset_options=dataset_options(args))
     assert result is not None
     metrics = result.card.data["metrics"]
     print(json.dumps({"weights": str(result.card.weights_path), "metrics": metrics}, indent=2))

@@ -9,7 +9,7 @@ from typing import Any
 from robust_vae.cli.options import add_common, positive_int
 from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import writable_file
-from robust_vae.data import load_dataset
+from robust_vae.data import load_dataset_at
 from robust_vae.evaluation.traversal import plot_traversal
 from robust_vae.zoo import load_model
 
@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.dataset, seed=args.seed, device=args.device)
-    test = load_dataset(args.dataset, "test", args.data_dir)
+    test = load_dataset_at(args.dataset, "test", model.image_shape, args.data_dir, what=args.model)
     default = Path("reports") / args.dataset / args.model / (
         "traversal.png" if args.seed == 0 else f"traversal-seed{args.seed}.png")
     if not 0 <= args.image < len(test):

@@ -16,6 +16,7 @@ from robust_vae.data.base import (
     register_dataset,
 )
 from robust_vae.data.pairs import class_pairs
+from robust_vae.data.shape_match import load_dataset_at, shape_options
 
 __all__ = ["DATA_ENV", "DATASETS", "Dataset", "DatasetSource", "DataWarning", "class_pairs", "dataset_source",
-           "load_dataset", "register_dataset"]
+           "load_dataset", "load_dataset_at", "register_dataset", "shape_options"]

@@ -19,6 +19,7 @@ import torch
 
 from robust_vae.core.errors import DataError
 from robust_vae.core.registry import Registry
+from robust_vae.report.classes import DEFAULT_NOUN, ClassLabels, register_lookup
 
 DATA_ENV = "ROBUST_VAE_DATA"
 SPLITS = ("train", "test")
@@ -76,6 +77,16 @@ class Dataset:
         return count
 
     @property
+    def classes(self) -> ClassLabels:
+        """The split's classes for reports: the dataset's noun, the K names (the split's, else the
+        registry's) and K (:attr:`num_classes`)."""
+        k = self.num_classes
+        source = DATASETS.get(self.name) if self.name in DATASETS else None
+        names = self.class_names or (source.class_names if source is not None else ())
+        noun = source.class_noun if source is not None else DEFAULT_NOUN
+        return ClassLabels(noun, tuple(names) if len(names) == k else (), k)
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         c, h, w = self.images.shape[1:]
@@ -97,6 +108,7 @@ class DatasetSource:
     name: ClassVar[str]
     num_classes: ClassVar[int | None]
     class_names: ClassVar[tuple[str, ...]] = ()  # empty: unnamed, or named by the files
+    class_noun: ClassVar[str] = DEFAULT_NOUN  # what one class is, in captions ("digit", "shape")
     description: ClassVar[str] = ""
     split_sizes: ClassVar[Mapping[str, int] | None] = None  # images per split of the full dataset
     image_shape: ClassVar[tuple[int, int, int] | None] = None  # (C, H, W) as loaded by default
@@ -131,6 +143,7 @@ class DatasetSource:
             "image_shape": list(self.image_shape) if self.image_shape is not None else None,
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
+            "class_noun": self.class_noun,
             "factor_names": list(self.factor_names),
             "factor_sizes": list(self.factor_sizes),
             "options": dict(self.options),
@@ -150,6 +163,21 @@ def register_dataset(cls: S) -> S:
     """Class decorator: register a :class:`DatasetSource` under ``cls.name``."""
     DATASETS.register(cls.name)(cls)
     return cls
+
+
+def _registry_classes(name: str) -> ClassLabels | None:
+    """The classes of the registered dataset ``name`` (None when there is none): what reports of
+    a run that did not record its classes fall back on (:func:`robust_vae.report.classes.for_dataset`)."""
+    key = name.lower()
+    if key not in DATASETS:
+        return None
+    source = DATASETS.get(key)
+    names = tuple(source.class_names)
+    k = source.num_classes
+    return ClassLabels(source.class_noun, names if k is None or len(names) == k else (), k)
+
+
+register_lookup(_registry_classes)
 
 
 def dataset_source(name: str) -> DatasetSource:

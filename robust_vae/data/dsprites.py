@@ -220,6 +220,7 @@ class DSprites(DatasetSource):
     name = "dsprites"
     num_classes: ClassVar[int | None] = len(SHAPES)
     class_names = SHAPES
+    class_noun = "shape"  # the label is the shape factor
     description = ("dSprites (Matthey et al. 2017) rendered by robust-vae: 3 shapes × 6 scales × 40 orientations "
                    "× 32 × 32 positions = 737,280 binary 64×64 images; 90/10 split by index (seed 0); loads a seeded "
                    "sample (20,000 train / 5,000 test) at 32×32 by default; label = shape")

@@ -11,6 +11,7 @@ class MNIST(IDXDataset):
     """Handwritten digits (LeCun et al.), the reference study's dataset."""
 
     name = "mnist"
+    class_noun = "digit"
     description = "handwritten digits 0-9, 60,000 train / 10,000 test, 28×28 resized to 32×32"
     torchvision_class = "MNIST"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robust_vae.core.paths import writable_folder
-from robust_vae.data import load_dataset
+from robust_vae.data import load_dataset_at
 from robust_vae.evaluation.run_config import RunConfig
 from robust_vae.evaluation.run_store import RunStore, run_lock
 from robust_vae.evaluation.success_matrix import SuccessMatrix, success_matrix
@@ -38,10 +38,11 @@ def run_attack(config: RunConfig, out_dir: str | Path | None = None, *, restart:
     :meth:`RunConfig.default_out`) and write its tables, figures and ``run.json`` (``html``: and
     its static page)."""
     # every check happens before anything is written
-    test = load_dataset(config.dataset, "test", config.data_dir)
     model = load_model(config.model, config.dataset, seed=config.model_seed, device=config.device)
+    test = load_dataset_at(config.dataset, "test", model.image_shape, config.data_dir,
+                           what=f"{config.model} (seed {config.model_seed})")
     card = find_card(config.model, config.dataset, config.model_seed)
-    classifier = load_classifier(config.dataset, device=config.device)
+    classifier = load_classifier(config.dataset, device=config.device, image_shape=model.image_shape)
     recipe = config.recipe_spec()
     attack = config.attack()
     fingerprint = config.fingerprint()

@@ -40,6 +40,7 @@ from robust_vae.data import Dataset, class_pairs
 from robust_vae.evaluation.run_config import fingerprint_of
 from robust_vae.evaluation.run_store import RunStore
 from robust_vae.models import attackable
+from robust_vae.report.classes import ClassLabels, from_metadata
 from robust_vae.report.success import add_intervals
 
 CELL_COLUMNS = [
@@ -119,9 +120,23 @@ def group_units(plans: list[PairPlan], batch_size: int) -> list[list[int]]:
     return units
 
 
-def example_seeds(seed: int, plan: PairPlan) -> torch.Tensor:
-    """Per-example attack seeds that depend only on (seed, s, t, position in the pair)."""
-    base = ((seed * 10 + plan.source) * 10 + plan.target) * 100_000
+SEED_POSITIONS = 100_000  # positions in a pair that get distinct seeds (a class has at most this many test images)
+
+
+def seed_radix(num_classes: int) -> int:
+    """R = max(10, K): the radix that packs (seed, s, t) into one number (10 up to ten classes, so
+    that the seeds of such datasets are the ones they always were)."""
+    return max(10, int(num_classes))
+
+
+def example_seeds(seed: int, plan: PairPlan, num_classes: int) -> torch.Tensor:
+    """Per-example attack seeds that depend only on (seed, s, t, position in the pair):
+    ``((seed·R + s)·R + t)·100,000 + position`` with R = :func:`seed_radix` (K), distinct
+    across the cells of one run for any K."""
+    radix = seed_radix(num_classes)
+    if not (0 <= plan.source < radix and 0 <= plan.target < radix):
+        raise ValueError(f"pair ({plan.source}, {plan.target}) outside the {num_classes} classes")
+    base = ((seed * radix + plan.source) * radix + plan.target) * SEED_POSITIONS
     positions = np.nonzero(plan.kept)[0]
     return torch.from_numpy(base + positions).to(torch.int64)
 
@@ -154,6 +169,12 @@ class SuccessMatrix:
         means = [c for c in cells.columns if c.startswith("mean_")]
         self.cells = cells.assign(**{c: cells[c].astype(float).round(CSV_DECIMALS) for c in means})
 
+    @property
+    def classes(self) -> ClassLabels:
+        """The run's classes (noun, names, K) as ``run.json`` records them; a run written before
+        it recorded them gets its dataset's noun and names, and K counted from the cells."""
+        return from_metadata(self.metadata)
+
     def marginals(self) -> pd.DataFrame:
         from robust_vae.report.success import marginals
 
@@ -166,7 +187,7 @@ class SuccessMatrix:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.cells.to_csv(out / "cells.csv", index=False, float_format=CSV_FORMAT)
-        matrix_strings(self.cells).to_csv(out / "matrix.csv", index_label="source")
+        matrix_strings(self.cells, self.classes.num_classes).to_csv(out / "matrix.csv", index_label="source")
         self.marginals().to_csv(out / "marginals.csv", index=False, float_format=CSV_FORMAT)
         self.examples.to_csv(out / "examples.csv.gz", index=False, float_format=CSV_FORMAT,
                              compression={"method": "gzip", "mtime": 0})
@@ -177,12 +198,13 @@ class SuccessMatrix:
 
         out = Path(out_dir)
         label = label or self.metadata.get("label", "model")
+        classes = self.classes
         (out / "matrix.tex").write_text(matrix_latex(
             self.cells, caption=f"Attack success rates, {label}: AS ignore-target (AS target).",
-            label=f"tab:matrix-{_slug(label)}"))
+            label=f"tab:matrix-{_slug(label)}", classes=classes))
         (out / "marginals.tex").write_text(marginals_latex(
-            {label: self.marginals()}, caption=f"Marginal attack success rates per source digit, {label}.",
-            label=f"tab:marginals-{_slug(label)}"))
+            {label: self.marginals()}, caption=f"Marginal attack success rates per source {classes.noun}, {label}.",
+            label=f"tab:marginals-{_slug(label)}", classes=classes))
 
     def plot(self, out_dir: str | Path) -> None:
         """heatmaps.png and examples.png."""
@@ -190,9 +212,9 @@ class SuccessMatrix:
 
         out = Path(out_dir)
         title = self.metadata.get("label", "")
-        plot_heatmaps(self.cells, out / "heatmaps.png", title=title)
+        plot_heatmaps(self.cells, out / "heatmaps.png", title=title, classes=self.classes)
         if self.samples:
-            plot_examples(self.samples, out / "examples.png", title=title)
+            plot_examples(self.samples, out / "examples.png", title=title, classes=self.classes)
 
     def to_markdown(self) -> str:
         from robust_vae.report.success import summary_markdown
@@ -200,7 +222,8 @@ class SuccessMatrix:
         keys = ("model", "model_seed", "recipe", "attack", "per_pair", "seed", "examples_attacked",
                 "device", "wall_seconds")
         meta = {k: self.metadata[k] for k in keys if k in self.metadata}
-        return summary_markdown(self.cells, self.marginals(), self.metadata.get("label", "run"), meta)
+        return summary_markdown(self.cells, self.marginals(), self.metadata.get("label", "run"), meta,
+                                classes=self.classes)
 
     def save(self, out_dir: str | Path, html: bool = False) -> None:
         """Every report file of the run, rendered from these results (``html``: also the
@@ -342,6 +365,7 @@ def success_matrix(
     attack.bind(classifier=classifier)  # classifier-guided attacks attack the judging classifier
     model.eval()
     clean_pred = clean_predictions(model, classifier, dataset.images)
+    classes = dataset.classes
     plans = plan_pairs(dataset.labels, clean_pred, dataset.num_classes, per_pair, seed)
     units = group_units(plans, batch_size)
     meta = dict(metadata or {})
@@ -369,7 +393,8 @@ def success_matrix(
     cells = cells_from_examples(plans, examples)
     samples = _choose_samples(records, samples_per_run)
     meta.update({
-        "dataset": dataset.name, "attack": attack.name, "hyperparameters": attack.hyperparameters(),
+        "dataset": dataset.name, **classes.metadata(),
+        "attack": attack.name, "hyperparameters": attack.hyperparameters(),
         "per_pair": per_pair, "full": per_pair is None, "seed": seed, "batch_size": batch_size,
         "pairs": total_pairs, "pairs_sampled": int(sum(p.n_pairs for p in plans)),
         "examples_attacked": int(len(examples)), "units": len(units),
@@ -438,7 +463,7 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
     """
     src = np.concatenate([p.source_index[p.kept] for p in plans])
     tgt = np.concatenate([p.target_index[p.kept] for p in plans])
-    seeds = torch.cat([example_seeds(seed, p) for p in plans]) if plans else torch.zeros(0, dtype=torch.int64)
+    seeds = torch.cat([example_seeds(seed, p, dataset.num_classes) for p in plans]) if plans else torch.zeros(0, dtype=torch.int64)
     s_cls = np.concatenate([np.full(p.n, p.source) for p in plans])
     t_cls = np.concatenate([np.full(p.n, p.target) for p in plans])
     columns: dict[str, list[np.ndarray]] = {k: [] for k in ("prediction", "l2", "linf", "latent_distance", "sweep_index")}

@@ -18,6 +18,18 @@ from torch import nn
 
 from robust_vae.core.errors import ConfigError
 
+SUPPORTED_IMAGE_SIZES = (32, 64, 128)
+
+
+def conv_widths(image_size: int) -> list[int]:
+    """Output channels of the encoder's stride-2 4×4 convolutions for ``image_size``.
+
+    32×32 is the thesis network (32, 32, 64: three halvings to 4×4); each doubling adds one
+    64-channel layer, which at 64×64 gives Burgess et al. (2018)'s four-layer dSprites encoder.
+    """
+    layers = int(math.log2(image_size // 4))
+    return [32, 32, 64] + [64] * (layers - 3)
+
 
 class LatentParams(NamedTuple):
     """Posterior parameters of a batch.
@@ -59,8 +71,11 @@ class VAEConfig:
             raise ConfigError(f"categorical_dim must be 0 or >= 2, got {self.categorical_dim}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if self.image_size != 32:
-            raise ConfigError("the thesis architecture takes 32x32 images (image_size = 32)")
+        if self.image_size not in SUPPORTED_IMAGE_SIZES:
+            raise ConfigError(f"image_size must be one of {', '.join(map(str, SUPPORTED_IMAGE_SIZES))} (the thesis "
+                              f"network at 32, one more stride-2 layer per doubling), got {self.image_size}")
+        if self.channels < 1:
+            raise ConfigError(f"channels must be >= 1, got {self.channels}")
         for name in ("lr", "batch_size", "steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -112,16 +127,18 @@ def categorical_kl_between(logits_a: torch.Tensor, logits_b: torch.Tensor) -> to
 
 
 class Encoder(nn.Module):
-    """(N, 1, 32, 32) -> (N, out_dim): three stride-2 4×4 convs, Dense 128, linear head."""
+    """(N, C, S, S) -> (N, out_dim): stride-2 4×4 convs down to 4×4 (see :func:`conv_widths`),
+    Dense ``hidden_dim``, linear head."""
 
-    def __init__(self, channels: int, hidden_dim: int, out_dim: int) -> None:
+    def __init__(self, channels: int, hidden_dim: int, out_dim: int, image_size: int = 32) -> None:
         super().__init__()
-        self.convs = nn.Sequential(
-            nn.Conv2d(channels, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
-        )
-        self.hidden = nn.Linear(64 * 4 * 4, hidden_dim)
+        layers: list[nn.Module] = []
+        width = channels
+        for out in conv_widths(image_size):
+            layers += [nn.Conv2d(width, out, 4, stride=2, padding=1), nn.ReLU()]
+            width = out
+        self.convs = nn.Sequential(*layers)
+        self.hidden = nn.Linear(width * 4 * 4, hidden_dim)
         self.head = nn.Linear(hidden_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,21 +148,28 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(N, in_dim) -> (N, 1, 32, 32) logits: Dense 128, Dense 64·4·4, three 4×4 transposed convs."""
+    """(N, in_dim) -> (N, C, S, S) logits: Dense ``hidden_dim``, Dense 64·4·4, then the
+    encoder's convolutions mirrored as 4×4 stride-2 transposed convs."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, channels: int) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, channels: int, image_size: int = 32) -> None:
         super().__init__()
+        widths = conv_widths(image_size)
         self.dense = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 64 * 4 * 4), nn.ReLU()
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, widths[-1] * 4 * 4), nn.ReLU()
         )
-        self.deconvs = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),
-        )
+        self.top = widths[-1]
+        outs = [*reversed(widths[:-1]), channels]
+        layers: list[nn.Module] = []
+        width = widths[-1]
+        for i, out in enumerate(outs):
+            layers.append(nn.ConvTranspose2d(width, out, 4, stride=2, padding=1))
+            if i < len(outs) - 1:
+                layers.append(nn.ReLU())
+            width = out
+        self.deconvs = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.deconvs(self.dense(z).view(-1, 64, 4, 4))
+        logits: torch.Tensor = self.deconvs(self.dense(z).view(-1, self.top, 4, 4))
         return logits
 
 
@@ -162,8 +186,13 @@ class LatentVAE(nn.Module):
         super().__init__()
         self.config = config if config is not None else self.config_class()
         c = self.config
-        self.encoder = Encoder(c.channels, c.hidden_dim, 2 * c.latent_dim + c.categorical_dim)
-        self.decoder = Decoder(c.latent_dim + c.categorical_dim, c.hidden_dim, c.channels)
+        self.encoder = Encoder(c.channels, c.hidden_dim, 2 * c.latent_dim + c.categorical_dim, c.image_size)
+        self.decoder = Decoder(c.latent_dim + c.categorical_dim, c.hidden_dim, c.channels, c.image_size)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images this model takes and reconstructs (from its config)."""
+        return self.config.channels, self.config.image_size, self.config.image_size
 
     # ----- the model interface (what attacks and evaluation use) -----
     def encode(self, x: torch.Tensor) -> LatentParams:
@@ -179,7 +208,7 @@ class LatentVAE(nn.Module):
         return LatentParams(h[:, :d], h[:, d:2 * d], logits)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, latent_dim + categorical_dim) -> (N, 1, 32, 32) images in [0, 1]."""
+        """(N, latent_dim + categorical_dim) -> (N, C, S, S) images in [0, 1]."""
         return torch.sigmoid(self.decoder(z))
 
     def deterministic_code(self, params: LatentParams) -> torch.Tensor:
@@ -190,7 +219,7 @@ class LatentVAE(nn.Module):
         return torch.cat([params.mean, one_hot], dim=-1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic reconstruction (means, argmax one-hot): (N,1,32,32) -> (N,1,32,32)."""
+        """Deterministic reconstruction (means, argmax one-hot): (N, C, S, S) -> (N, C, S, S)."""
         return self.decode(self.deterministic_code(self.encode(x)))
 
     def relaxed_reconstruct(self, x: torch.Tensor) -> torch.Tensor:

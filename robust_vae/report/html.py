@@ -36,6 +36,7 @@ from markupsafe import Markup
 
 from robust_vae.core.errors import DataError
 from robust_vae.core.version import __version__
+from robust_vae.report.classes import ClassLabels, for_dataset, from_metadata, shared_classes
 from robust_vae.report.success import RATE_LABELS
 
 PAGE_NAME = "index.html"
@@ -46,8 +47,8 @@ _HEAT = ((1.0, 1.0, 1.0), (0.996, 0.878, 0.565), (0.988, 0.553, 0.349), (0.843, 
 FIGURE_TITLES = {
     "heatmaps": "Success heatmaps per (source, target) cell",
     "examples": "Example adversarial pairs: source, adversarial, reconstructions, target",
-    "marginals-as-target": "AS target per source digit (bootstrap 95 % intervals)",
-    "marginals-as-ignore-target": "AS ignore-target per source digit (bootstrap 95 % intervals)",
+    "marginals-as-target": "AS target per source {noun} (bootstrap 95 % intervals)",
+    "marginals-as-ignore-target": "AS ignore-target per source {noun} (bootstrap 95 % intervals)",
     "attacks": "Overall success per attack",
 }
 KEY_FACTS = ("label", "model", "model_seed", "model_family", "dataset", "recipe", "attack", "per_pair", "full",
@@ -181,10 +182,12 @@ class Page:
 
 @dataclass(frozen=True)
 class Context:
-    """The folder rendered and the folder the page is written to (relative links start there)."""
+    """The folder rendered, the folder the page is written to (relative links start there) and
+    the classes of its runs (noun in captions, key lines under class-indexed tables)."""
 
     folder: Path
     out_dir: Path
+    classes: ClassLabels = ClassLabels()
 
     def href(self, path: Path) -> str:
         """``path`` relative to the page's folder, percent-encoded (a ``:`` in a name is no URL scheme)."""
@@ -290,7 +293,8 @@ def figure(ctx: Context, path: Path) -> Figure:
     embedded = len(data) <= MAX_EMBED_BYTES
     src = "data:image/png;base64," + base64.b64encode(data).decode("ascii") if embedded else ctx.href(path)
     name = ctx.name(path)
-    title = FIGURE_TITLES.get(path.stem, path.stem.replace("-", " ").replace("_", " "))
+    title = (FIGURE_TITLES[path.stem].format(noun=ctx.classes.noun) if path.stem in FIGURE_TITLES
+             else path.stem.replace("-", " ").replace("_", " "))
     return Figure(f"fig-{slug(str(Path(name).with_suffix('')))}", title, src, name, width, height)
 
 
@@ -459,6 +463,26 @@ def comparison_table(ctx: Context, path: Path, table_id: str, caption: str) -> T
 
 
 # ------------------------------------------------------------------------- a run
+def run_classes(folder: Path) -> ClassLabels:
+    """The classes a run folder's ``run.json`` records (older runs: its dataset's, from
+    ``run.json`` or ``config.json``)."""
+    return from_metadata(read_json(folder / "run.json"), read_json(folder / "config.json"))
+
+
+def key_notes(classes: ClassLabels, shown: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The key line of a table indexed by class index (``shown``: the indices it lists), or ()
+    when the classes' names are their indices."""
+    key = classes.key(None if shown is None else [int(c) for c in shown if c.strip().isdigit()])
+    return (key,) if key else ()
+
+
+def with_key(block: Block, classes: ClassLabels) -> Block:
+    """A table whose first column lists class indices ("Mean" aside), with their key line."""
+    if not isinstance(block, Table):
+        return block
+    return replace(block, notes=(*block.notes, *key_notes(classes, [r.cells[0].text for r in block.rows])))
+
+
 def marginal_tables(ctx: Context, folder: Path, prefix: str) -> list[Table]:
     """marginals.csv as two tables, per source and per target class, the overall mean pinned last."""
     path = folder / "marginals.csv"
@@ -466,6 +490,7 @@ def marginal_tables(ctx: Context, folder: Path, prefix: str) -> list[Table]:
         return []
     _, records = csv_records(path)
     overall = [{**r, "cls": "Mean"} for r in records if r.get("kind") == "overall"]
+    classes = run_classes(folder)
     tables = []
     for kind in ("source", "target"):
         rows = [r for r in records if r.get("kind") == kind] + overall
@@ -473,7 +498,8 @@ def marginal_tables(ctx: Context, folder: Path, prefix: str) -> list[Table]:
         tables.append(build_table(rows, cols, table_id=f"{prefix}marginals-{kind}", source=ctx.name(path),
                                   caption=f"Per {kind} class (unweighted mean over "
                                           f"{'targets' if kind == 'source' else 'sources'})",
-                                  pinned=lambda r: r["cls"] == "Mean"))
+                                  pinned=lambda r: r["cls"] == "Mean",
+                                  notes=key_notes(classes, [r["cls"] for r in rows])))
     return tables
 
 
@@ -486,7 +512,8 @@ def matrix_table(ctx: Context, folder: Path, prefix: str) -> Table | None:
     cols = [Col("source \\ target" if i == 0 else h, (h,), heat=None if i == 0 else 100.0, split=i > 0)
             for i, h in enumerate(header)]
     table = build_table(records, cols, table_id=f"{prefix}matrix", source=ctx.name(path), verbatim=True,
-                        caption="Success matrix: AS ignore-target (AS target), rows source, columns target")
+                        caption="Success matrix: AS ignore-target (AS target), rows source, columns target",
+                        notes=key_notes(run_classes(folder), [r.get(header[0], "") for r in records]))
     return replace(table, css="matrix")
 
 
@@ -497,11 +524,16 @@ def target_matrix(ctx: Context, folder: Path, prefix: str) -> Table | None:
         return None
     _, records = csv_records(path)
     rates = {(r.get("source", ""), r.get("target", "")): percent(r.get("as_target", "")) for r in records}
-    classes = sorted({c for pair in rates for c in pair}, key=lambda c: (sort_key(c) is None, sort_key(c) or 0, c))
+    labels = run_classes(folder)
+    found = {c for pair in rates for c in pair}
+    if labels.num_classes is not None:  # K from run.json: a class without cells still gets its row
+        found |= {str(c) for c in range(labels.num_classes)}
+    classes = sorted(found, key=lambda c: (sort_key(c) is None, sort_key(c) or 0, c))
     rows = [{"source": s, **{t: "-" if s == t else rates.get((s, t), "n/a") for t in classes}} for s in classes]
     cols = [Col("source \\ target", ("source",)), *(Col(t, (t,), heat=100.0) for t in classes)]
     table = build_table(rows, cols, table_id=f"{prefix}as-target-matrix", source=ctx.name(path),
-                        caption="AS target per cell, %, rows source, columns target")
+                        caption="AS target per cell, %, rows source, columns target",
+                        notes=key_notes(labels, classes))
     return replace(table, css="matrix")
 
 
@@ -562,7 +594,8 @@ def comparison_sections(ctx: Context) -> list[Section]:
     if (folder / "comparison.md").is_file():
         blocks.append(Details("comparison.md", (markdown(ctx, folder / "comparison.md"),)))
     if (folder / "marginals.csv").is_file():
-        blocks.append(csv_table(ctx, folder / "marginals.csv", "marginals", "Marginals per source class, side by side"))
+        blocks.append(with_key(csv_table(ctx, folder / "marginals.csv", "marginals",
+                                         "Marginals per source class, side by side"), ctx.classes))
     sections = [Section("comparison", "Comparison", tuple(blocks))]
     runs = sorted(p.parent for p in folder.glob("*/run.json"))  # `robust-vae report A B --out DIR`
     if runs:
@@ -674,7 +707,8 @@ def study_sections(ctx: Context, spec: Mapping[str, Any]) -> list[Section]:
                 if (folder / "README.md").is_file() else ()),
         Section("runs", "Runs", (runs_index(ctx, runs),) if runs else ()),
         Section("marginals", "Marginals", tuple(
-            _study_csv(ctx, "marginals.csv", "Marginals per source digit (main recipe, mean over seeds), %")
+            [with_key(t, ctx.classes) for t in _study_csv(
+                ctx, "marginals.csv", f"Marginals per source {ctx.classes.noun} (main recipe, mean over seeds), %")]
             + _study_csv(ctx, "seeds.csv", "Overall rates per model seed, %"))),
         Section("comparisons", "Comparisons between models", tuple(_study_csv(
             ctx, "comparisons.csv", "Group A − group B: hierarchical-bootstrap 95 % intervals, paired tests"))),
@@ -721,10 +755,24 @@ def folder_kind(folder: Path) -> str:
                     "or study (study.toml, results.md): give the folder a robust-vae command wrote")
 
 
+def folder_classes(folder: Path, kind: str) -> ClassLabels:
+    """The classes of what ``folder`` shows: a run's (run.json), a study's (its dataset, else the
+    classes its runs share), a comparison's (the classes its runs share)."""
+    if kind == "run":
+        return run_classes(folder)
+    if kind == "study":
+        spec = read_study(folder)
+        dataset = spec.get("study", {}).get("dataset")
+        if dataset:
+            return for_dataset(dataset)
+        return shared_classes(run_classes(p) for p in study_runs(folder, spec))
+    return shared_classes(run_classes(p.parent) for p in sorted(folder.glob("*/run.json")))
+
+
 def build_page(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Page:
     """The page model of ``folder`` as seen from ``out_dir`` (where the page will be written)."""
-    ctx = Context(Path(folder), Path(out_dir))
-    kind = folder_kind(ctx.folder)
+    kind = folder_kind(Path(folder))
+    ctx = Context(Path(folder), Path(out_dir), folder_classes(Path(folder), kind))
     name = ctx.folder.resolve().name
     if kind == "run":
         meta = read_json(ctx.folder / "run.json")

@@ -7,6 +7,10 @@ ordered class pair (source != target) and the columns
 ``as_target, as_ignore_target`` (float in [0, 1], NaN when ``n == 0``),
 ``mean_l2, mean_linf, mean_latent_distance`` (float).
 
+K classes make a K × K matrix of K(K − 1) cells, indexed by class index; a
+:class:`~robust_vae.report.classes.ClassLabels` (``classes=``) adds the class names: a key line
+under the Markdown tables and the names as the figures' tick labels.
+
 Rates are stored as fractions in [0, 1] and shown as percentages. Figures are drawn on
 ``matplotlib.figure.Figure`` objects with the Agg canvas, so no pyplot state or GUI backend is
 touched and nothing needs closing.
@@ -25,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robust_vae.core.errors import DataError
+from robust_vae.report.classes import ClassLabels
 from robust_vae.report.tables import latex_escape, latex_table, markdown_table
 
 Z_95 = 1.959963984540054
@@ -191,18 +196,30 @@ def matrix_latex(
     caption: str = "Adversarial success per source/target pair: AS ignore-target (AS target).",
     label: str = "tab:as-matrix",
     num_classes: int | None = None,
+    classes: ClassLabels | None = None,
 ) -> str:
     """The thesis appendix matrix (Tables 7.1–7.3) as a LaTeX ``table``.
 
     Rows = source, columns = target, cells ``\\makecell{12.34\\% \\\\ (5.67\\%)}``, diagonal
-    ``-``, missing ``n/a``. ``caption`` and ``label`` are inserted verbatim (raw LaTeX).
+    ``-``, missing ``n/a``. ``caption`` and ``label`` are inserted verbatim (raw LaTeX); named
+    ``classes`` append their key to the caption. K is ``num_classes``, else
+    ``classes.num_classes``, else the largest class in ``cells`` plus one.
     Needs ``booktabs`` and ``makecell``.
     """
-    k = num_classes_of(cells, num_classes)
+    k = num_classes_of(cells, num_classes if num_classes is not None else
+                       classes.num_classes if classes is not None else None)
     ignore, target = _cell_pair(cells, k)
     rows = [[str(s), *(_thesis_string(s, t, ignore, target, latex=True) for t in range(k))] for s in range(k)]
     return latex_table(f"c{'c' * k}", ["Source $\\backslash$ Target", *(str(t) for t in range(k))], rows,
-                       caption=caption, label=label, packages=("booktabs", "makecell"), size="scriptsize")
+                       caption=caption + latex_key(classes, range(k)), label=label,
+                       packages=("booktabs", "makecell"), size="scriptsize")
+
+
+def latex_key(classes: ClassLabels | None, shown: Iterable[int] | None = None) -> str:
+    """`` Classes: 0 = T-shirt/top, ...`` (escaped, with a leading space) to append to a LaTeX
+    caption when ``classes`` are named; ``""`` otherwise."""
+    key = classes.key(shown) if classes is not None else ""
+    return f" {latex_escape(key)}" if key else ""
 
 
 # ------------------------------------------------------------------------- marginal tables
@@ -236,12 +253,13 @@ def marginals_latex(
     marginals_by_run: Mapping[str, pd.DataFrame],
     caption: str = "Adversarial success per source class (mean over targets).",
     label: str = "tab:as-marginals",
+    classes: ClassLabels | None = None,
 ) -> str:
     """Thesis Tables 5.1–5.3: one row per source class plus "Mean", two columns per run.
 
     With several runs each gets a ``\\multicolumn`` group header (run names are escaped);
-    ``caption``/``label`` are verbatim LaTeX. The "Mean" row is each run's ``overall``
-    marginal. Needs ``booktabs``.
+    ``caption``/``label`` are verbatim LaTeX (named ``classes`` append their key). The "Mean"
+    row is each run's ``overall`` marginal. Needs ``booktabs``.
     """
     labels, values = _side_by_side(marginals_by_run)
     runs = list(marginals_by_run)
@@ -252,7 +270,8 @@ def marginals_latex(
         above = [" & " + " & ".join(groups) + " \\\\", rules]
     header = ["Source", *("AS target & AS ignore-target" for _ in runs)]
     rows = [[name, *(_pct(v, latex=True) for v in row)] for name, row in zip(labels, values)]
-    return latex_table(f"c{'rr' * len(runs)}", header, rows, caption=caption, label=label,
+    key = latex_key(classes, _source_rows(marginals_by_run)[0])
+    return latex_table(f"c{'rr' * len(runs)}", header, rows, caption=caption + key, label=label,
                        above_header=above, midrule_before={len(rows) - 1})
 
 
@@ -260,12 +279,20 @@ def _run_columns(runs: Sequence[str]) -> list[str]:
     return [f"{r} {RATE_LABELS[m]}" for r in runs for m in RATES]
 
 
-def marginals_markdown(marginals_by_run: Mapping[str, pd.DataFrame]) -> str:
-    """The side-by-side marginals table as GitHub Markdown (percent, two decimals)."""
+def marginals_markdown(marginals_by_run: Mapping[str, pd.DataFrame], classes: ClassLabels | None = None) -> str:
+    """The side-by-side marginals table as GitHub Markdown (percent, two decimals); with named
+    ``classes``, the key line of its class indices below it."""
     labels, values = _side_by_side(marginals_by_run)
     header = ["source", *_run_columns(list(marginals_by_run))]
     rows = [[name, *(_pct(v) for v in row)] for name, row in zip(labels, values)]
-    return markdown_table(header, rows, align="l" + "r" * (len(header) - 1))
+    table = markdown_table(header, rows, align="l" + "r" * (len(header) - 1))
+    return _with_key(table, classes, _source_rows(marginals_by_run)[0])
+
+
+def _with_key(text: str, classes: ClassLabels | None, shown: Iterable[int] | None = None) -> str:
+    """``text`` and, when ``classes`` are named, their key line as a paragraph below it."""
+    key = classes.key(shown) if classes is not None else ""
+    return f"{text}\n\n{key}" if key else text
 
 
 def marginals_csv_frame(marginals_by_run: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -306,7 +333,7 @@ def _overall_lines(cells: pd.DataFrame, marg: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _source_marginal_table(marg: pd.DataFrame) -> str:
+def _source_marginal_table(marg: pd.DataFrame, classes: ClassLabels | None = None) -> str:
     rows = []
     picks = [("source", int(c)) for c in sorted(marg.loc[marg["kind"] == "source", "cls"])]
     for kind, cls in picks + [("overall", -1)]:
@@ -315,20 +342,25 @@ def _source_marginal_table(marg: pd.DataFrame) -> str:
         dists = [_num(_marginal_value(marg, kind, cls, m)) for m in ("mean_l2", "mean_linf")]
         rows.append([name, *rates, *dists])
     header = ["source", *(RATE_LABELS[m] for m in RATES), "mean L2", "mean L∞"]
-    return markdown_table(header, rows, align="lrrrr")
+    return _with_key(markdown_table(header, rows, align="lrrrr"), classes, [c for _, c in picks])
 
 
-def _matrix_markdown(cells: pd.DataFrame) -> str:
-    strings = matrix_strings(cells)
+def _matrix_markdown(cells: pd.DataFrame, classes: ClassLabels | None = None) -> str:
+    strings = matrix_strings(cells, classes.num_classes if classes is not None else None)
     header = ["source \\ target", *(str(t) for t in strings.columns)]
     rows = [[str(s), *strings.loc[s].tolist()] for s in strings.index]
-    return markdown_table(header, rows, align="l" + "r" * len(strings.columns))
+    return _with_key(markdown_table(header, rows, align="l" + "r" * len(strings.columns)), classes, strings.index)
 
 
 def summary_markdown(
-    cells: pd.DataFrame, marginals: pd.DataFrame, title: str, metadata: Mapping[str, Any]
+    cells: pd.DataFrame, marginals: pd.DataFrame, title: str, metadata: Mapping[str, Any],
+    classes: ClassLabels | None = None,
 ) -> str:
-    """A short Markdown report: title, metadata, overall rates, per-source table, matrix."""
+    """A short Markdown report: title, metadata, overall rates, per-source table, matrix.
+
+    ``classes``: K for the matrix (else the largest class in ``cells`` plus one) and, when
+    named, a key line of the class indices under each table.
+    """
     _check_cells(cells, ("n", *HITS.values(), *RATES))
     parts = [
         f"# {title}",
@@ -336,9 +368,9 @@ def summary_markdown(
         "## Overall (unweighted mean over cells)",
         "\n".join(_overall_lines(cells, marginals)),
         "## Per source class (mean over targets)",
-        _source_marginal_table(marginals),
+        _source_marginal_table(marginals, classes),
         "## Success matrix: AS ignore-target (AS target)",
-        _matrix_markdown(cells),
+        _matrix_markdown(cells, classes),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -357,10 +389,20 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
     fig.savefig(path, dpi=dpi)
 
 
-def _draw_heatmap(ax: Any, values: np.ndarray, title: str, cmap: Any) -> Any:
-    """One K×K heatmap of percentages; NaN cells grey, annotated except the diagonal."""
+def _tick_labels(classes: ClassLabels | None, shown: Sequence[int]) -> tuple[list[str], dict[str, Any]]:
+    """Tick labels of the classes ``shown`` (names when ``classes`` are named, else indices) and
+    the text keywords that draw them rotated when they are long."""
+    labels = classes.ticks(shown) if classes is not None else [str(int(c)) for c in shown]
+    rotated = classes is not None and classes.rotate_ticks(shown)
+    return labels, ({"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if rotated else {})
+
+
+def _draw_heatmap(ax: Any, values: np.ndarray, title: str, cmap: Any, labels: ClassLabels | None = None) -> Any:
+    """One K×K heatmap of percentages; NaN cells grey, annotated except the diagonal (smaller
+    text beyond 10 classes)."""
     k = values.shape[0]
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=100.0)
+    fontsize = 7 if k <= 10 else max(3.0, 70.0 / k)
     for s in range(k):
         for t in range(k):
             if s == t:
@@ -368,9 +410,14 @@ def _draw_heatmap(ax: Any, values: np.ndarray, title: str, cmap: Any) -> Any:
             v = values[s, t]
             text = "n/a" if not np.isfinite(v) else f"{v:.1f}"
             colour = "white" if np.isfinite(v) and v < 55 else "black"
-            ax.text(t, s, text, ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
+            ax.text(t, s, text, ha="center", va="center", fontsize=fontsize, color=colour)
+    if labels is not None and labels.named:
+        ticks, style = _tick_labels(labels, range(k))
+        ax.set_xticks(range(k), ticks, **style)
+        ax.set_yticks(range(k), ticks)
+    else:
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
     ax.set_xlabel("target")
     ax.set_ylabel("source")
     ax.set_title(title)
@@ -378,18 +425,23 @@ def _draw_heatmap(ax: Any, values: np.ndarray, title: str, cmap: Any) -> Any:
 
 
 def plot_heatmaps(cells: pd.DataFrame, path: str | Path, title: str = "",
-                  num_classes: int | None = None) -> None:
-    """Save a PNG with AS target and AS ignore-target heatmaps side by side (0–100%)."""
+                  num_classes: int | None = None, classes: ClassLabels | None = None) -> None:
+    """Save a PNG with AS target and AS ignore-target heatmaps side by side (0–100%).
+
+    K is ``num_classes``, else ``classes.num_classes``, else the largest class in ``cells``
+    plus one; named ``classes`` label the ticks.
+    """
     import matplotlib
 
-    k = num_classes_of(cells, num_classes)
+    k = num_classes_of(cells, num_classes if num_classes is not None else
+                       classes.num_classes if classes is not None else None)
     ignore, target = _cell_pair(cells, k)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
     fig = new_figure(12.5, 5.6)
     axes = fig.subplots(1, 2)
     image = None
     for ax, values, rate in zip(axes, (target, ignore), RATES):
-        image = _draw_heatmap(ax, 100.0 * values, f"{RATE_LABELS[rate]} (%)", cmap)
+        image = _draw_heatmap(ax, 100.0 * values, f"{RATE_LABELS[rate]} (%)", cmap, classes)
     assert image is not None
     fig.colorbar(image, ax=list(axes), label="success rate (%)", shrink=0.85)
     if title:
@@ -412,18 +464,24 @@ def _as_image(array: Any) -> np.ndarray:
     return image
 
 
-def _example_label(row: Mapping[str, Any]) -> str:
-    label = f"{int(row['source'])} → {int(row['target'])}"
+def _example_label(row: Mapping[str, Any], classes: ClassLabels | None = None) -> str:
+    def name(c: Any) -> str:
+        return classes.name(int(c)) if classes is not None and classes.named else str(int(c))
+
+    label = f"{name(row['source'])} → {name(row['target'])}"
     predicted = row.get("predicted", row["images"].get("predicted"))
-    return label if predicted is None else f"{label} (pred {int(predicted)})"
+    gap = "\n" if classes is not None and classes.named else " "  # names: the prediction on a line of its own
+    return label if predicted is None else f"{label}{gap}(pred {name(predicted)})"
 
 
-def plot_examples(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
+def plot_examples(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "",
+                  classes: ClassLabels | None = None) -> None:
     """Save a PNG grid: one row per example, columns source / adversarial / reconstruction / target.
 
     Each row: ``source``, ``target`` (int), ``images`` = dict of (H, W), (1, H, W) or (3, H, W) arrays
     in [0, 1] under "source", "adversarial", "reconstruction", "target"; optional
-    ``predicted`` (int, in the row or in ``images``) is shown in the row label.
+    ``predicted`` (int, in the row or in ``images``) is shown in the row label, by name when
+    ``classes`` are named.
     """
     if not rows:
         raise ValueError("plot_examples needs at least one row")
@@ -437,7 +495,7 @@ def plot_examples(rows: Sequence[Mapping[str, Any]], path: str | Path, title: st
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(heading, fontsize=10)
-        axes[i, 0].set_ylabel(_example_label(row), fontsize=10)
+        axes[i, 0].set_ylabel(_example_label(row, classes), fontsize=10)
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
@@ -449,31 +507,34 @@ def plot_marginal_bars(
     metric: str = "as_target",
     intervals: Mapping[str, pd.DataFrame] | None = None,
     title: str = "",
+    classes: ClassLabels | None = None,
 ) -> None:
     """Save a PNG of grouped bars per source class, one colour per run.
 
     ``metric`` is a marginals column (rates are drawn in percent). ``intervals`` maps run
     name to a DataFrame with ``cls``, ``lo``, ``hi`` in the metric's own units (fractions for
     rates), e.g. from :func:`marginal_intervals`; runs absent from it get no error bars.
+    Named ``classes`` label the bars by name.
     """
     if metric not in MARGINAL_COLUMNS:
         raise ValueError(f"metric must be one of {MARGINAL_COLUMNS}, got {metric!r}")
-    classes, runs = _source_rows(marginals_by_run)
+    sources, runs = _source_rows(marginals_by_run)
     scale = 100.0 if metric in RATES else 1.0
     width = 0.8 / len(runs)
-    x = np.arange(len(classes))
-    fig = new_figure(max(6.0, 1.0 + 0.35 * len(classes) * len(runs)), 4.2)
+    x = np.arange(len(sources))
+    fig = new_figure(max(6.0, 1.0 + 0.35 * len(sources) * len(runs)), 4.2)
     ax = fig.subplots()
     top = 0.0
     for i, run in enumerate(runs):
         heights = np.array([_marginal_value(marginals_by_run[run], "source", c, metric)
-                            for c in classes])
-        yerr = _bar_errors(intervals, run, classes, heights)
+                            for c in sources])
+        yerr = _bar_errors(intervals, run, sources, heights)
         ax.bar(x + (i - (len(runs) - 1) / 2) * width, heights * scale, width, label=run,
                yerr=None if yerr is None else yerr * scale, capsize=2)
         tips = heights if yerr is None else heights + yerr[1]
         top = max(top, float(np.nanmax(tips, initial=0.0)) * scale)
-    ax.set_xticks(x, [str(c) for c in classes])
+    ticks, style = _tick_labels(classes, sources)
+    ax.set_xticks(x, ticks, **style)
     ax.set_xlabel("source")
     ax.set_ylabel(METRIC_LABELS[metric] + (" (%)" if scale != 1.0 else ""))
     if scale != 1.0:  # rates: 0 to 100 % unless every bar is far below (small rates stay readable)

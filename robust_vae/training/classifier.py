@@ -14,14 +14,19 @@ from tqdm.auto import tqdm
 
 from robust_vae.core.errors import ConfigError
 from robust_vae.data import load_dataset
-from robust_vae.models.classifier import ARCHITECTURE, LeNet, accuracy
+from robust_vae.data.base import OptionValue
+from robust_vae.models.classifier import ARCHITECTURES, ClassifierSpec, accuracy
 from robust_vae.zoo.cards import Card, models_root, save_weights
 
 
 @dataclass
 class ClassifierConfig:
-    """SGD with momentum and a cosine learning-rate schedule (the thesis: lr 0.01, 10 epochs)."""
+    """SGD with momentum and a cosine learning-rate schedule (the thesis: lr 0.01, 10 epochs).
 
+    ``architecture``: ``lenet`` (the thesis's) or ``cnn`` (see robust_vae.models.classifier).
+    """
+
+    architecture: str = "lenet"
     epochs: int = 20
     lr: float = 0.05
     momentum: float = 0.9
@@ -31,6 +36,9 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("classifier epochs, batch_size and lr must be positive")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"unknown classifier architecture {self.architecture!r}: "
+                              f"use one of {', '.join(ARCHITECTURES)}")
 
 
 def train_classifier(
@@ -40,13 +48,20 @@ def train_classifier(
     device: str = "cpu",
     data_dir: str | None = None,
     progress: bool = True,
+    dataset_options: dict[str, OptionValue] | None = None,
 ) -> Card:
-    """Train the LeNet on the train split and ship it with its card; returns the card."""
+    """Train a classifier on the train split and ship it with its card; returns the card.
+
+    Its input shape and class count K follow the data (``dataset_options``: e.g. ``image_size``).
+    """
     config = config or ClassifierConfig()
     torch.manual_seed(config.seed)
-    train = load_dataset(dataset, "train", data_dir)
-    test = load_dataset(dataset, "test", data_dir)
-    model = LeNet().to(device)
+    options = dict(dataset_options or {})
+    train = load_dataset(dataset, "train", data_dir, **options)
+    test = load_dataset(dataset, "test", data_dir, **options)
+    channels, size, _ = train.image_shape
+    spec = ClassifierSpec(config.architecture, channels, size, train.num_classes)
+    model = spec.build().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     batches_per_epoch = len(train) // config.batch_size
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * batches_per_epoch)
@@ -75,13 +90,16 @@ def train_classifier(
         "dataset": dataset,
         "family": "classifier",
         "seed": config.seed,
-        "architecture": ARCHITECTURE,
+        "architecture": spec.describe(),
+        "classifier": spec.to_dict(),
         "training": asdict(config) | {
             "optimizer": "SGD",
             "schedule": "cosine annealing per batch",
             "device": str(device),
             "wall_seconds": round(time.perf_counter() - started, 1),
-            "command": f"robust-vae train-classifier --dataset {dataset} --seed {config.seed} --epochs {config.epochs}",
+            "command": f"robust-vae train-classifier --dataset {dataset} --architecture {config.architecture} "
+                       f"--seed {config.seed} --epochs {config.epochs} --lr {config.lr}"
+                       + "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None),
         },
         "metrics": {"test_accuracy": test_accuracy},
     }

@@ -26,9 +26,10 @@ from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import default_cache_dir
 from robust_vae.data import Dataset, load_dataset
+from robust_vae.data.base import OptionValue
 from robust_vae.models import LatentVAE, VAEConfig, get_family
 from robust_vae.models.base import categorical_kl, gaussian_kl
-from robust_vae.zoo import Card, load_classifier, model_stem, models_root, save_weights
+from robust_vae.zoo import Card, find_card, load_classifier, model_stem, models_root, save_weights
 
 
 def config_digest(payload: dict[str, Any]) -> str:
@@ -136,8 +137,14 @@ def evaluate_vae(
     return metrics
 
 
-def checkpoint_dir(family: str, dataset: str, seed: int, config: dict[str, Any]) -> Path:
-    digest = config_digest({"family": family, "dataset": dataset, "seed": seed, "config": config})
+def checkpoint_dir(family: str, dataset: str, seed: int, config: dict[str, Any],
+                   dataset_options: dict[str, OptionValue] | None = None) -> Path:
+    """The cache folder of one run's resume state (dataset options only enter the digest when set)."""
+    payload: dict[str, Any] = {"family": family, "dataset": dataset, "seed": seed, "config": config}
+    options = {key: value for key, value in (dataset_options or {}).items() if value is not None}
+    if options:
+        payload["dataset_options"] = options
+    digest = config_digest(payload)
     return default_cache_dir() / "checkpoints" / dataset / f"{family}-seed{seed}-{digest}"
 
 
@@ -153,6 +160,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     stream: BatchStream
     checkpoint: Path
+    dataset_options: dict[str, OptionValue]
     step: int = 0
     elapsed: float = 0.0
 
@@ -231,6 +239,7 @@ class _Run:
             "seed": self.seed,
             "config_class": type(config).__name__,
             "config": config.to_dict(),
+            "dataset_options": {k: v for k, v in self.dataset_options.items() if v is not None},
             "steps": config.steps,
             "training": {
                 "optimizer": "Adam",
@@ -241,7 +250,9 @@ class _Run:
                 "device": str(device),
                 "wall_seconds": round(self.elapsed, 1),
                 "command": f"robust-vae train --model {self.family} --dataset {self.dataset} --seed {self.seed} "
-                           f"--steps {config.steps}",
+                           f"--steps {config.steps}"
+                           + "".join(f" --{key.replace('_', '-')} {value}"
+                                     for key, value in self.dataset_options.items() if value is not None),
             },
             "metrics": metrics,
             "environment": environment_info(),
@@ -261,14 +272,23 @@ def train_vae(
     progress: bool = True,
     stop_after: int | None = None,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+    dataset_options: dict[str, OptionValue] | None = None,
 ) -> TrainResult | None:
     """Train one family with the config's schedule; resume from the cache if a checkpoint exists.
 
     ``stop_after`` ends the run early after that many steps of this call (for tests of resume);
-    it then returns None without writing final weights.
+    it then returns None without writing final weights. ``dataset_options`` are the dataset's
+    load options (``image_size`` for dsprites and imagefolder, ...); the network's image size and
+    channels follow the loaded images.
     """
     family_class = get_family(family)
+    train = load_dataset(dataset, "train", data_dir, **(dataset_options or {}))
+    channels, height, width = train.image_shape
     values = dict(overrides or {})
+    for key, value in (("image_size", height), ("channels", channels)):
+        if values.setdefault(key, value) != value:
+            raise ConfigError(f"{key} = {values[key]} but {dataset} gives {channels}x{height}x{width} images: "
+                              "the network's input follows the data (choose the size with the dataset's options)")
     if steps is not None:
         values["steps"] = steps
     config = family_class.config_class(**values)
@@ -277,9 +297,9 @@ def train_vae(
     torch.manual_seed(seed)
     model = family_class(config).to(device)
     optimizer = model.optimizer()
-    train = load_dataset(dataset, "train", data_dir)
     run = _Run(family, dataset, seed, config, model, optimizer, BatchStream(len(train), config.batch_size, seed),
-               checkpoint_dir(family, dataset, seed, config.to_dict()) / "checkpoint.pt")
+               checkpoint_dir(family, dataset, seed, config.to_dict(), dataset_options) / "checkpoint.pt",
+               dict(dataset_options or {}))
     run.resume(device, log)
     resumed_from = run.step
     if not run.train(train.images.to(device), checkpoint_every, progress, stop_after):
@@ -288,10 +308,11 @@ def train_vae(
         log(f"{family} seed {seed}: training already complete at step {run.step}; writing card")
 
     model.eval()
-    classifier = load_classifier(dataset, device)
-    test = load_dataset(dataset, "test", data_dir)
+    classifier = load_classifier(dataset, device, image_shape=model.image_shape)
+    test = load_dataset(dataset, "test", data_dir, **(dataset_options or {}))
     metrics = evaluate_vae(model, test, classifier, step=config.steps)
     weights_path = out_dir / f"{model_stem(family, seed)}.safetensors"
-    saved = save_weights(model, weights_path, run.card(metrics, device))
+    card = run.card(metrics, device) | {"recon_classifier_sha256": find_card("classifier", dataset, None).data["sha256"]}
+    saved = save_weights(model, weights_path, card)
     log(f"wrote {weights_path} (recon_accuracy {metrics['recon_accuracy']:.4f})")
     return TrainResult(saved, resumed_from)

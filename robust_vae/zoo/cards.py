@@ -19,6 +19,7 @@ from torch import nn
 
 from robust_vae.core.errors import ZooError
 from robust_vae.core.hashing import sha256_of
+from robust_vae.data import dataset_source
 
 MODELS_ENV = "ROBUST_VAE_MODELS"
 SHIPPED_MODELS = Path(__file__).resolve().parent / "weights"  # package data: <dataset>/<stem>.{json,safetensors}
@@ -63,7 +64,14 @@ class Card:
             "seed": self.data.get("seed"),
             "path": str(self.weights_path),
             "metrics": self.data.get("metrics", {}),
-        }
+        } | ({"disentanglement": self.disentanglement_scores} if self.disentanglement_scores else {})
+
+    @property
+    def disentanglement_scores(self) -> dict[str, float]:
+        """The scores ``robust-vae disentanglement`` recorded in the card (empty if none)."""
+        record = self.data.get("disentanglement")
+        scores = record.get("scores") if isinstance(record, dict) else None
+        return {k: v for k, v in scores.items() if isinstance(v, float)} if isinstance(scores, dict) else {}
 
 
 def save_weights(module: nn.Module, weights_path: Path, card: dict[str, Any]) -> Card:
@@ -77,6 +85,33 @@ def save_weights(module: nn.Module, weights_path: Path, card: dict[str, Any]) ->
     card_path = weights_path.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     return Card(card_path, card)
+
+
+# what identifies the weights: a card update may add results but never change these
+IDENTITY_FIELDS = ("name", "dataset", "family", "seed", "weights", "sha256", "config_class", "config", "steps")
+
+
+def update_card(card: Card, **fields: Any) -> Card:
+    """Add or replace top-level ``fields`` (results such as ``disentanglement=...``) in the card
+    file and return the new card. Only the JSON is rewritten (atomically, in the format
+    :func:`save_weights` writes); the weights file is not touched, so its sha256 stays valid.
+    The fields that identify the weights (:data:`IDENTITY_FIELDS`) cannot be changed.
+    """
+    fixed = sorted(set(fields) & set(IDENTITY_FIELDS))
+    if fixed:
+        raise ZooError(f"update_card cannot change {', '.join(fixed)} of {card.path}: they identify the weights")
+    current = read_card(card.path)  # the file as it is now, not as it was when ``card`` was read
+    if current.data["sha256"] != card.data["sha256"]:
+        raise ZooError(f"model card {card.path} changed since it was read (its sha256 differs): rerun the command")
+    data = dict(current.data, **fields)
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    tmp = card.path.with_name(f".{card.path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, card.path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Card(card.path, data)
 
 
 def read_card(card_path: Path) -> Card:
@@ -115,6 +150,8 @@ def list_cards(dataset: str | None = None, root: Path | None = None) -> list[Car
 
 
 def find_card(name: str, dataset: str, seed: int | None, root: Path | None = None) -> Card:
+    """The card of model ``name`` (seed ``seed``) for ``dataset``; an unknown dataset is named as such."""
+    dataset_source(dataset)
     root = root or models_root()
     card_path = root / dataset / f"{model_stem(name, seed)}.json"
     if not card_path.exists():

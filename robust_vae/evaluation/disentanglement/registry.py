@@ -49,10 +49,12 @@ def metric_names(*, interventional: bool | None = None) -> list[str]:
 
 
 def evaluate_all(codes: Any, factors: Any, sampler: FactorSampler | None = None, seed: int = 0,
-                 options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, MetricResult]:
+                 options: Mapping[str, Mapping[str, Any]] | None = None,
+                 on_metric: Callable[[str], None] | None = None) -> dict[str, MetricResult]:
     """Every registered metric: the fixed-code ones on ``codes (N, D)`` / ``factors (N, F)``, the
     interventional ones only when ``sampler`` is given. ``options[name]`` are keyword arguments
-    for that metric (e.g. smaller sample sizes). Returns ``{metric name: MetricResult}``.
+    for that metric (e.g. smaller sample sizes); ``on_metric(name)`` is called just before each
+    metric runs (progress, timing). Returns ``{metric name: MetricResult}``.
     """
     code_array, factor_array = check_pair(codes, factors)
     extra = dict(options or {})
@@ -62,9 +64,10 @@ def evaluate_all(codes: Any, factors: Any, sampler: FactorSampler | None = None,
     results: dict[str, MetricResult] = {}
     for name, entry in METRICS.items():
         kwargs = dict(extra.get(name, {}))
-        if entry.interventional:
-            if sampler is not None:
-                results[name] = entry.fn(sampler, seed=seed, **kwargs)
-        else:
-            results[name] = entry.fn(code_array, factor_array, seed=seed, **kwargs)
+        inputs: tuple[Any, ...] = (sampler,) if entry.interventional else (code_array, factor_array)
+        if entry.interventional and sampler is None:
+            continue
+        if on_metric is not None:
+            on_metric(name)
+        results[name] = entry.fn(*inputs, seed=seed, **kwargs)
     return results
