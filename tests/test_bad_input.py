@@ -42,6 +42,13 @@ def _zoo_with_card(tmp: Path, change: Callable[[dict[str, object]], None]) -> Pa
     return zoo
 
 
+def _zoo_as(tmp: Path, dataset: str) -> Path:
+    """A zoo whose ``dataset`` folder holds the MNIST cards (a model used with another dataset)."""
+    zoo = tmp / "zoo"
+    shutil.copytree(rv.zoo.SHIPPED_MODELS / "mnist", zoo / dataset)
+    return zoo
+
+
 def _damage(path: Path, text: bytes | None = None) -> None:
     path.write_bytes(text if text is not None else path.read_bytes()[: len(path.read_bytes()) // 2])
 
@@ -85,6 +92,12 @@ CASES: dict[str, tuple[list[str], str, Prep | None]] = {
         "ROBUST_VAE_MODELS", str(_zoo_with_card(tmp, lambda d: d.update(config="oops"))))),
     "card-config-field": ([], "has no field(s) ['nonsense']", lambda tmp, run, mp: mp.setenv(
         "ROBUST_VAE_MODELS", str(_zoo_with_card(tmp, lambda d: d.update(config={"nonsense": 1}))))),
+    "model-of-another-dataset": (["--dataset", "fashion-mnist"], "trained on mnist, not fashion-mnist",
+                                 lambda tmp, run, mp: mp.setenv("ROBUST_VAE_MODELS", str(_zoo_as(tmp, "fashion-mnist")))),
+    "train-size-mnist-lacks": (["!train", "--model", "vae", "--image-size", "64", "--steps", "3", "--out", "{tmp}/zoo"],
+                               "no option 'image_size'", None),
+    "train-data-option": (["!train", "--model", "vae", "--data-option", "samples", "--steps", "3", "--out",
+                           "{tmp}/zoo"], "--data-option takes KEY=WHOLE_NUMBER", None),
     "traverse-image": (["!traverse", "--model", "vae", "--image", "99999", "--out", "{tmp}/t.png"],
                        "is not a test image", None),
     "report-not-a-run": (["!report", "{tmp}"], "is not a finished run", None),

@@ -16,6 +16,7 @@ from robust_vae.core.errors import ConfigError
 from robust_vae.data import load_dataset
 from robust_vae.data.base import OptionValue
 from robust_vae.models.classifier import ARCHITECTURES, ClassifierSpec, accuracy
+from robust_vae.training.commands import dataset_option_flags
 from robust_vae.zoo.cards import Card, models_root, save_weights
 
 
@@ -99,7 +100,7 @@ def train_classifier(
             "wall_seconds": round(time.perf_counter() - started, 1),
             "command": f"robust-vae train-classifier --dataset {dataset} --architecture {config.architecture} "
                        f"--seed {config.seed} --epochs {config.epochs} --lr {config.lr}"
-                       + "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None),
+                       + dataset_option_flags(options),
         },
         "metrics": {"test_accuracy": test_accuracy},
     }

@@ -29,6 +29,7 @@ from robust_vae.data import Dataset, load_dataset
 from robust_vae.data.base import OptionValue
 from robust_vae.models import LatentVAE, VAEConfig, get_family
 from robust_vae.models.base import categorical_kl, gaussian_kl
+from robust_vae.training.commands import dataset_option_flags
 from robust_vae.zoo import Card, find_card, load_classifier, model_stem, models_root, save_weights
 
 
@@ -250,9 +251,7 @@ class _Run:
                 "device": str(device),
                 "wall_seconds": round(self.elapsed, 1),
                 "command": f"robust-vae train --model {self.family} --dataset {self.dataset} --seed {self.seed} "
-                           f"--steps {config.steps}"
-                           + "".join(f" --{key.replace('_', '-')} {value}"
-                                     for key, value in self.dataset_options.items() if value is not None),
+                           f"--steps {config.steps}" + dataset_option_flags(self.dataset_options),
             },
             "metrics": metrics,
             "environment": environment_info(),

@@ -119,7 +119,7 @@ def test_training_follows_the_data_shape(dsprites_zoo: Path, monkeypatch: pytest
     card = read_card(dsprites_zoo / "dsprites" / "vae-seed0.json")
     assert card.data["config"]["image_size"] == 64 and card.data["config"]["channels"] == 1
     assert card.data["dataset_options"] == {"image_size": 64, "samples": 512}
-    assert "--image-size 64" in card.data["training"]["command"]
+    assert card.data["training"]["command"].endswith("--image-size 64 --data-option samples=512")
     assert 0.0 <= card.data["metrics"]["recon_accuracy"] <= 1.0
     classifier_card = read_card(dsprites_zoo / "dsprites" / "classifier.json")
     assert classifier_card.data["classifier"] == {"architecture": "cnn", "channels": 1, "image_size": 32,

@@ -64,12 +64,6 @@ HEADLINE: tuple[tuple[str, str], ...] = (
 )
 
 
-def input_shape(model: LatentVAE) -> tuple[int, int, int]:
-    """(C, H, W) of the images ``model`` takes, from its config."""
-    config = model.config
-    return int(config.channels), int(config.image_size), int(config.image_size)
-
-
 def code_dimensions(model: LatentVAE, code: str) -> list[str]:
     """Names of the code's dimensions: ``z0 ..`` (Gaussian means), then ``c0 ..`` (probabilities)."""
     names = [f"z{j}" for j in range(model.config.latent_dim)]
@@ -217,12 +211,12 @@ def _render_options(model: LatentVAE, source: DatasetSource, image_size: int | N
         if image_size is not None:
             raise ConfigError(f"{source.name} renders one image size: leave image_size unset")
         return {}
-    return {"image_size": image_size if image_size is not None else input_shape(model)[1]}
+    return {"image_size": image_size if image_size is not None else model.image_shape[1]}
 
 
 def _check_shape(model: LatentVAE, sampler: ModelSampler) -> tuple[int, int, int]:
     """The rendered image shape (C, H, W), checked against the shape ``model`` takes."""
-    expected = input_shape(model)
+    expected = model.image_shape
     probe = torch.zeros(1, len(sampler.num_values), dtype=torch.int64)
     try:
         shape = tuple(int(s) for s in sampler.render(probe).shape[1:])
