@@ -108,3 +108,18 @@ def test_bad_option_is_argparse_usage_error(argv: list[str]) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith("robust-vae train-classifier: error: argument")
+
+
+@pytest.mark.parametrize(("marker", "dataset"), [("zoo-table", "mnist"), ("fashion-zoo-table", "fashion-mnist"),
+                                                  ("dsprites-zoo-table", "dsprites")])
+def test_readme_zoo_tables_are_the_command_output(marker: str, dataset: str) -> None:
+    """The README's zoo tables are pasted from `robust-vae models --dataset D --markdown`: keep them true."""
+    from robust_vae.cli.models import models_markdown
+    from robust_vae.zoo import list_cards
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
+    assert start in readme, f"README has no {marker} block"
+    pasted = readme[readme.index(start) + len(start):readme.index(end)]
+    assert pasted.strip() == models_markdown(list_cards(dataset)).strip(), (
+        f"README's {dataset} zoo table is stale: paste `robust-vae models --dataset {dataset} --markdown`")

@@ -1,16 +1,24 @@
 """Golden outputs: small runs and the study's re-rendered tables must not change silently.
 
-The files under ``tests/golden/`` were written by the commands below before the package was
-restructured; every later version must reproduce them: counts, classes, indices, predictions
-and every table of rates exactly, and the float columns (distortions) to within the last printed
-digit, because the float kernels torch picks differ between CPUs (AVX2 and AVX-512 machines
-print e.g. 2.669304 and 2.669305). Work that changes results on purpose regenerates them in
-the same commit (``python -m tests.test_golden``) and says why in the commit message.
+The files under ``tests/golden/`` were written by the commands below; every later version must
+reproduce them. Float results depend on the CPU: torch, MKL and oneDNN pick different kernels on
+different processors (AVX2, AVX-512, ...), and the attacks amplify the last bit (an L-BFGS-B
+sweep may settle on another C, a latent classifier trained for two epochs may flip a label).
+So the golden folder records a fingerprint of the platform it was written on
+(``platform.txt``: the sha256 of a fixed batch of the shipped models' forward and backward
+passes). On that platform every file must match byte for byte. On another platform the
+comparison is by tolerance: the sampled pairs exactly; for the gradient-step recipes counts and
+rates exactly and the distortions to 0.2 % in the median and 5 % at worst (sign-gradient
+steps amplify too); for the sensitive recipes (the L-BFGS-B sweep and the
+kos latent classifier) at most 5 % of the predictions and one count per cell may differ and
+the distortions agree to 2 % in the median. Work that changes results on purpose regenerates
+the goldens in the same commit (``python -m tests.test_golden``) and says why in the message.
 """
 
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import os
 import shutil
 import sys
@@ -20,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from robust_vae.cli.app import main
 
@@ -49,45 +58,102 @@ def golden_argv(model: str, recipe: str, overrides: tuple[str, ...], out: Path) 
     return argv
 
 
-FLOAT_TOLERANCE = {"rtol": 1e-4, "atol": 5e-6}  # the CSVs print 6 decimals
+SENSITIVE = ("tabacof-linf", "kos-classifier-linf")  # amplify float differences (see the docstring)
+INDEX_COLUMNS = ("source", "target", "source_index", "target_index", "kind", "cls", "n_pairs", "n")
 
 
-def assert_matches_golden(actual: Path, expected: Path) -> None:
-    """Text files byte for byte; CSV tables column by column (floats to FLOAT_TOLERANCE)."""
+def platform_fingerprint() -> str:
+    """sha256 of the shipped vae's and jointvae's reconstructions and input gradients of 64 fixed
+    MNIST test images, on one thread: equal exactly when the float kernels are the golden run's."""
+    from robust_vae import load_dataset, load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    digest = hashlib.sha256()
+    x = load_dataset("mnist", "test").images[:64].clone().requires_grad_(True)
+    for name in ("vae", "jointvae"):
+        model = load_model(name, "mnist")
+        out = model.relaxed_reconstruct(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x)
+        digest.update(out.detach().numpy().tobytes() + grad.numpy().tobytes())
+    torch.set_num_threads(threads)
+    return digest.hexdigest()
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    return bool(a.equals(b)) or bool(np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True))
+
+
+def assert_close_to_golden(actual: Path, expected: Path, sensitive: bool) -> None:
+    """The comparison on another platform (see the module docstring)."""
     if not expected.name.endswith((".csv", ".csv.gz")):
-        assert filecmp.cmp(actual, expected, shallow=False), f"{actual.name} differs from {expected}"
+        if not sensitive:  # matrix.tex: rates of counts
+            assert filecmp.cmp(actual, expected, shallow=False), f"{actual.name} differs from {expected}"
         return
     got, want = pd.read_csv(actual), pd.read_csv(expected)
     assert list(got.columns) == list(want.columns) and got.shape == want.shape, f"{actual.name}: other layout"
     for column in want.columns:
-        if pd.api.types.is_float_dtype(want[column]) and not column.startswith("as_"):
-            np.testing.assert_allclose(got[column], want[column], err_msg=f"{actual.name} {column}",
-                                       **FLOAT_TOLERANCE)
-        else:  # counts, classes, indices, predictions and rates (ratios of counts) are exact
-            assert got[column].tolist() == want[column].tolist(), f"{actual.name} {column} differs from {expected}"
+        g, w = got[column], want[column]
+        if column in INDEX_COLUMNS:
+            assert _same(g, w), f"{actual.name}: the sampled {column} differ from {expected}"
+        elif column.startswith(("as_", "hits_")) or column in ("prediction", "sweep_index"):
+            if not sensitive:
+                assert _same(g, w), f"{actual.name} {column} differs from {expected}"
+            elif column == "prediction":
+                assert (g != w).mean() <= 0.05, f"{actual.name}: over 5 % of the predictions differ"
+            elif column.startswith("hits_"):
+                assert (g - w).abs().max() <= 1, f"{actual.name} {column}: a cell differs by more than 1"
+        else:  # distortions and latent distances
+            relative = (g - w).abs() / w.abs().clip(lower=1e-3)
+            median, worst = (0.02, None) if sensitive else (0.002, 0.05)
+            assert relative.median() <= median, f"{actual.name} {column}: median relative difference {relative.median():.3g}"
+            assert worst is None or relative.max() <= worst, f"{actual.name} {column}: a value differs by {relative.max():.3g}"
+
+
+def assert_matches_golden(actual: Path, expected: Path, sensitive: bool = False, same_platform: bool = True) -> None:
+    """Byte for byte on the golden platform, else :func:`assert_close_to_golden`."""
+    if same_platform:
+        assert filecmp.cmp(actual, expected, shallow=False), f"{actual.name} differs from {expected}"
+    else:
+        assert_close_to_golden(actual, expected, sensitive)
+
+
+@pytest.fixture(scope="module")
+def same_platform() -> bool:
+    recorded = (GOLDEN / "platform.txt").read_text().split()[0]
+    same = recorded == platform_fingerprint()
+    print(f"golden platform {'matches: byte-for-byte' if same else 'differs: tolerance'} comparison")
+    return same
 
 
 @pytest.mark.parametrize(("model", "recipe", "overrides"), CASES, ids=[f"{m}-{r}" for m, r, _ in CASES])
-def test_attack_run_matches_golden(model: str, recipe: str, overrides: tuple[str, ...], tmp_path: Path) -> None:
+def test_attack_run_matches_golden(model: str, recipe: str, overrides: tuple[str, ...], tmp_path: Path,
+                                   same_platform: bool) -> None:
     out = tmp_path / "run"
     assert main(golden_argv(model, recipe, overrides, out)) == 0
     expected = GOLDEN / f"{model}-{recipe}"
     for name in GOLDEN_FILES:
-        assert_matches_golden(out / name, expected / name)
+        assert_matches_golden(out / name, expected / name, recipe in SENSITIVE, same_platform)
 
 
-def test_golden_comparison_tolerates_last_digit_only(tmp_path: Path) -> None:
+def test_golden_comparison_off_platform(tmp_path: Path) -> None:
     expected = tmp_path / "want.csv"
-    expected.write_text("source,n,as_target,mean_l2\n0,3,0.333333,2.669304\n")
-    for text, ok in (("0,3,0.333333,2.669305", True), ("0,3,0.333333,2.669904", False),
-                     ("0,4,0.333333,2.669304", False), ("0,3,0.333334,2.669304", False)):
+    expected.write_text("source,n,hits_target,as_target,mean_l2\n0,3,1,0.333333,2.669304\n1,0,0,,1.0\n")
+    for text, ok in (("0,3,1,0.333333,2.669305\n1,0,0,,1.0", True), ("0,3,1,0.333333,2.699304\n1,0,0,,1.0", False),
+                     ("0,3,2,0.666667,2.669304\n1,0,0,,1.0", False), ("1,3,1,0.333333,2.669304\n1,0,0,,1.0", False)):
         actual = tmp_path / "got.csv"
-        actual.write_text(f"source,n,as_target,mean_l2\n{text}\n")
+        actual.write_text(f"source,n,hits_target,as_target,mean_l2\n{text}\n")
         if ok:
-            assert_matches_golden(actual, expected)
+            assert_matches_golden(actual, expected, same_platform=False)
         else:
             with pytest.raises(AssertionError):
-                assert_matches_golden(actual, expected)
+                assert_matches_golden(actual, expected, same_platform=False)
+    # a sensitive recipe tolerates one count per cell, not two
+    actual.write_text("source,n,hits_target,as_target,mean_l2\n0,3,2,0.666667,2.669304\n1,0,0,,1.0\n")
+    assert_matches_golden(actual, expected, sensitive=True, same_platform=False)
+    actual.write_text("source,n,hits_target,as_target,mean_l2\n0,3,3,1.0,2.669304\n1,0,0,,1.0\n")
+    with pytest.raises(AssertionError):
+        assert_matches_golden(actual, expected, sensitive=True, same_platform=False)
 
 
 def test_study_report_only_reproduces_committed_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,6 +186,8 @@ def regenerate() -> None:  # pragma: no cover - run by hand when results change 
         for name in GOLDEN_FILES:
             shutil.copyfile(out / name, target / name)
         print(f"wrote {target}", file=sys.stderr)
+    (GOLDEN / "platform.txt").write_text(f"{platform_fingerprint()}  (sha256 of the platform's float kernels: "
+                                         "tests/test_golden.py platform_fingerprint)\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,7 +34,9 @@ class AttackResult:
 
     adversarial: (K, N, C, H, W) in [0, 1]; l2, linf, latent_distance, objective: (K, N);
     iterations: (K, N) int64. ``sweep_name`` / ``sweep_values`` say what the K axis is
-    (e.g. ``"c"`` and the C grid); K = 1 for an attack without a sweep.
+    (e.g. ``"c"`` and the C grid); K = 1 for an attack without a sweep. ``extras``: per-example
+    values an attack reports beyond these, name -> (K, N) numeric tensor (e.g. the ensemble's
+    ``winner``); success matrices write them as extra columns of ``examples.csv.gz``.
     """
 
     adversarial: torch.Tensor
@@ -46,6 +48,7 @@ class AttackResult:
     sweep_name: str
     sweep_values: list[float]
     attack: str = ""
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def select(self, index: torch.Tensor) -> AttackResult:
         """Reduce the sweep: ``index`` (N,) picks one sweep entry per example -> K = 1."""
@@ -60,7 +63,7 @@ class AttackResult:
             adversarial=pick(self.adversarial), l2=pick(self.l2), linf=pick(self.linf),
             latent_distance=pick(self.latent_distance), objective=pick(self.objective),
             iterations=pick(self.iterations), sweep_name=f"best {self.sweep_name}",
-            sweep_values=[math.nan],
+            sweep_values=[math.nan], extras={k: pick(v) for k, v in self.extras.items()},
         )
 
     def best_latent(self) -> tuple[AttackResult, torch.Tensor]:
@@ -118,11 +121,13 @@ class Problem:
 
 @dataclass
 class RunOutput:
-    """What :meth:`Attack.run` returns: adversarials (M, C, H, W), objective (M,), iterations (M,)."""
+    """What :meth:`Attack.run` returns: adversarials (M, C, H, W), objective (M,), iterations (M,),
+    and optional per-problem ``extras`` (name -> (M,) tensor; :attr:`AttackResult.extras`)."""
 
     adversarial: torch.Tensor
     objective: torch.Tensor
     iterations: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def expected_image_shape(model: object) -> tuple[int, int, int] | None:
@@ -260,6 +265,17 @@ class Attack:
         results (run fingerprints record them); none for most attacks."""
         return {}
 
+    @classmethod
+    def inline_params(cls, argument: str) -> dict[str, Any]:
+        """The hyperparameters an inline recipe ``<name>:<argument>`` stands for (``--attack
+        ensemble:thesis-fast,e2e-linf``); attacks without an inline form refuse it."""
+        raise ConfigError(f"attack {cls.name!r} has no inline form {cls.name}:...: write a recipe .toml instead")
+
+    @classmethod
+    def inline_name(cls, argument: str) -> str:
+        """The recipe name (and default report folder) of an inline recipe, safe as a folder name."""
+        return f"{cls.name}-{argument}"
+
     def hyperparameters(self) -> dict[str, Any]:
         """Every hyperparameter value (what run metadata records)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -394,6 +410,7 @@ class Attack:
             sweep_name=self.sweep_field or "",
             sweep_values=values or [math.nan],
             attack=self.name,
+            extras={k: v.detach().to(device).view(shape) for k, v in out.extras.items()},
         )
 
     def _clip(self, x: torch.Tensor, problem: Problem) -> torch.Tensor:

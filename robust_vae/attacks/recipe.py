@@ -2,7 +2,8 @@
 
 The shipped recipes are ``robust_vae/attacks/recipes/*.toml`` (read with ``importlib.resources``,
 so they load from an installed wheel too); ``--attack PATH.toml`` or ``load_attack(path)``
-reads a user's own file.
+reads a user's own file. An attack with an inline form also takes ``<attack>:<argument>``
+(``ensemble:thesis-fast,tabacof-linf,e2e-linf``; :meth:`Attack.inline_params`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,24 @@ def recipe_names() -> list[str]:
     return sorted(entry.name[:-5] for entry in recipes_folder().iterdir() if entry.name.endswith(".toml"))
 
 
+def _inline(name_or_path: str | Path) -> tuple[str, str] | None:
+    """(attack, argument) of an inline recipe ``<attack>:<argument>``, else None."""
+    if isinstance(name_or_path, Path) or Path(name_or_path).is_file():
+        return None
+    attack, sep, argument = name_or_path.partition(":")
+    return (attack, argument) if sep and attack in ATTACKS else None
+
+
 def is_recipe(name_or_path: str | Path) -> bool:
-    """Whether ``name_or_path`` names a shipped recipe or an existing ``.toml`` file."""
+    """Whether ``name_or_path`` names a shipped recipe, an existing ``.toml`` file or a valid
+    inline recipe (``ensemble:thesis-fast,e2e-linf``)."""
     path = Path(name_or_path)
+    if _inline(name_or_path) is not None:
+        try:
+            read_recipe(name_or_path)
+        except ConfigError:
+            return False
+        return True
     if path.suffix == ".toml":
         return path.is_file()
     return str(name_or_path) in recipe_names()
@@ -38,7 +54,15 @@ def is_recipe(name_or_path: str | Path) -> bool:
 
 def read_recipe(name_or_path: str | Path) -> dict[str, Any]:
     """The recipe as a dict: ``{"attack": registry name, "params": {...}, "description": ...,
-    "name": file stem}``; grids ``{base, start, stop, step}`` are expanded to lists."""
+    "name": file stem}``; grids ``{base, start, stop, step}`` are expanded to lists. An inline
+    recipe ``<attack>:<argument>`` is read by its attack class (:meth:`Attack.inline_params`)."""
+    inline = _inline(name_or_path)
+    if inline is not None:
+        attack, argument = inline
+        cls = ATTACKS[attack]
+        params = cls.inline_params(argument)
+        return {"attack": attack, "params": params, "name": cls.inline_name(argument),
+                "description": f"{attack} {argument} (inline recipe)"}
     path = Path(name_or_path)
     if path.suffix == ".toml":
         if not path.is_file():

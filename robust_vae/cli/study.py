@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from robust_vae.analysis.distributed import DEFAULT_LOCK_WAIT, JOBQUEUE_KINDS, ClusterOptions, run_on_cluster
 from robust_vae.analysis.study import (
     format_status,
     read_study,
@@ -46,9 +47,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the tables from the finished runs without making the missing ones")
     parser.add_argument("--draft-readme", action="store_true",
                         help="also write README.draft.md: one sentence per comparison, to edit into README.md")
+    cluster = parser.add_argument_group(
+        "cluster", "make the missing runs as tasks on a Dask cluster (one task per run; the tables are the same "
+        "as a local run's; see the README, \"Sweeps on a cluster\")")
+    cluster.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                         help="a local Dask cluster of N worker processes, one thread each (with --jobqueue: "
+                         "N workers started as batch jobs)")
+    cluster.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                         help="send the runs to an existing Dask scheduler (workers: `dask worker ADDRESS --nthreads 1`)")
+    cluster.add_argument("--jobqueue", default=None, choices=JOBQUEUE_KINDS,
+                         help="start the --workers as batch jobs with dask-jobqueue (configured in Dask's jobqueue.yaml)")
+    cluster.add_argument("--lock-wait", type=float, default=DEFAULT_LOCK_WAIT, metavar="SECONDS",
+                         help=f"how long a task waits for a run folder another live process holds "
+                         f"(default: {DEFAULT_LOCK_WAIT:.0f})")
+
+
+def cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
+    """The cluster the runs go to (None: one after another in this process)."""
+    if args.workers is None and args.scheduler is None and args.jobqueue is None:
+        return None
+    return ClusterOptions(workers=args.workers, scheduler=args.scheduler, jobqueue=args.jobqueue,
+                          threads=getattr(args, "threads", None) or 1, lock_wait=args.lock_wait)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    cluster = cluster_options(args)  # checked before anything is read or run
     study = read_study(args.study, per_pair=args.per_pair, overrides=parse_overrides(args.set), out_dir=args.out)
     study.command = " ".join(["robust-vae study", str(args.study)]
                              + ([f"--per-pair {args.per_pair}"] if args.per_pair else [])
@@ -65,8 +88,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     if not args.report_only:
-        made = run_missing(study, statuses, device=getattr(args, "device", "cpu"),
-                           data_dir=getattr(args, "data_dir", None))
+        device, data_dir = getattr(args, "device", "cpu"), getattr(args, "data_dir", None)
+        if cluster is None:
+            made = run_missing(study, statuses, device=device, data_dir=data_dir)
+        else:
+            made = run_on_cluster(study, statuses, cluster, device=device, data_dir=data_dir)
         if made:
             statuses = study_status(study)
         else:

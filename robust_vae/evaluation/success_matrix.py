@@ -5,6 +5,13 @@ keep the sources whose clean reconstruction the classifier labels s, attack them
 their targets, classify the deterministic reconstruction of each adversarial, and count
 AS target (#pred = t / N) and AS ignore-target (#pred ≠ s / N).
 
+Every attacked example also gets the classifier-free metrics of
+:mod:`robust_vae.evaluation.attack_metrics` (MS-SSIM of inputs and of reconstructions, symmetric
+KL of the posteriors), written to ``metrics.csv`` (per example) and ``metrics_cells.csv`` (cell
+means) so that the protocol's own files keep their layout. Per-example values an attack reports
+itself (:attr:`AttackResult.extras`, e.g. the ensemble's ``winner``) become extra columns of
+``examples.csv.gz``; for an ensemble, ``winners.csv`` counts each member's wins per cell.
+
 Pairs are grouped into fixed *units* (batches of whole pairs) that depend only on the
 configuration; each finished unit is written to ``<out>/progress/`` at once, so an
 interrupted run resumes where it stopped and ends with the same files as an uninterrupted one.
@@ -37,10 +44,12 @@ from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError
 from robust_vae.core.version import __version__
 from robust_vae.data import Dataset, class_pairs
+from robust_vae.evaluation.attack_metrics import METRIC_COLUMNS, attack_metrics, metrics_settings
 from robust_vae.evaluation.run_config import fingerprint_of
 from robust_vae.evaluation.run_store import RunStore
 from robust_vae.models import attackable
 from robust_vae.report.classes import ClassLabels, from_metadata
+from robust_vae.report.per_example import KEY_COLUMNS, metrics_cells, winners_markdown, winners_table
 from robust_vae.report.success import add_intervals
 
 CELL_COLUMNS = [
@@ -53,6 +62,7 @@ EXAMPLE_COLUMNS = [
     "source", "target", "source_index", "target_index", "prediction", "l2", "linf",
     "latent_distance", "sweep_index",
 ]
+EXTRA_PREFIX = "extra_"  # unit arrays of an attack's per-example extras (AttackResult.extras)
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,10 @@ class SuccessMatrix:
             cells = add_intervals(cells)
         means = [c for c in cells.columns if c.startswith("mean_")]
         self.cells = cells.assign(**{c: cells[c].astype(float).round(CSV_DECIMALS) for c in means})
+        # the metrics too, so that their cell means are the same from a run and from its folder
+        metrics = [c for c in METRIC_COLUMNS if c in self.examples.columns]
+        self.examples = self.examples.assign(
+            **{c: self.examples[c].astype(float).round(CSV_DECIMALS) for c in metrics})
 
     @property
     def classes(self) -> ClassLabels:
@@ -189,8 +203,38 @@ class SuccessMatrix:
         self.cells.to_csv(out / "cells.csv", index=False, float_format=CSV_FORMAT)
         matrix_strings(self.cells, self.classes.num_classes).to_csv(out / "matrix.csv", index_label="source")
         self.marginals().to_csv(out / "marginals.csv", index=False, float_format=CSV_FORMAT)
-        self.examples.to_csv(out / "examples.csv.gz", index=False, float_format=CSV_FORMAT,
-                             compression={"method": "gzip", "mtime": 0})
+        self.examples[self.example_columns()].to_csv(out / "examples.csv.gz", index=False, float_format=CSV_FORMAT,
+                                                     compression={"method": "gzip", "mtime": 0})
+        metrics = [c for c in METRIC_COLUMNS if c in self.examples.columns]
+        if metrics:
+            self.examples[KEY_COLUMNS + metrics].to_csv(out / "metrics.csv", index=False, float_format=CSV_FORMAT)
+            metrics_cells(self.examples, metrics, self.cells).to_csv(out / "metrics_cells.csv", index=False,
+                                                                     float_format=CSV_FORMAT)
+        winners = self.winners()
+        if winners is not None:
+            winners.to_csv(out / "winners.csv", index=False)
+
+    def example_columns(self) -> list[str]:
+        """The columns of ``examples.csv.gz``: :data:`EXAMPLE_COLUMNS` plus the attack's extras."""
+        known = set(EXAMPLE_COLUMNS) | set(METRIC_COLUMNS)
+        return EXAMPLE_COLUMNS + [c for c in self.examples.columns if c not in known]
+
+    def members(self) -> list[str]:
+        """The member recipes of an ensemble run (``run.json``'s hyperparameters; a ``.toml`` path
+        by its file stem), else []."""
+        members = (self.metadata.get("hyperparameters") or {}).get("members") if self.metadata.get(
+            "attack") == "ensemble" else None
+        if not isinstance(members, list):
+            return []
+        return [Path(str(m)).stem if str(m).endswith(".toml") else str(m) for m in members]
+
+    def winners(self) -> pd.DataFrame | None:
+        """Per cell, each ensemble member's wins (:func:`robust_vae.report.per_example.winners_table`);
+        None for a run that is not an ensemble."""
+        members = self.members()
+        if not members or "winner" not in self.examples.columns:
+            return None
+        return winners_table(self.examples, members, self.cells)
 
     def to_latex(self, out_dir: str | Path, label: str | None = None) -> None:
         """matrix.tex (thesis appendix layout) and marginals.tex (thesis Tables 5.x layout)."""
@@ -222,8 +266,12 @@ class SuccessMatrix:
         keys = ("model", "model_seed", "recipe", "attack", "per_pair", "seed", "examples_attacked",
                 "device", "wall_seconds")
         meta = {k: self.metadata[k] for k in keys if k in self.metadata}
-        return summary_markdown(self.cells, self.marginals(), self.metadata.get("label", "run"), meta,
+        text = summary_markdown(self.cells, self.marginals(), self.metadata.get("label", "run"), meta,
                                 classes=self.classes)
+        winners = self.winners()
+        if winners is not None:
+            text = text.rstrip("\n") + "\n\n" + winners_markdown(winners, self.members())
+        return text
 
     def save(self, out_dir: str | Path, html: bool = False) -> None:
         """Every report file of the run, rendered from these results (``html``: also the
@@ -254,6 +302,13 @@ class SuccessMatrix:
             examples_path = run / "examples.csv.gz"
             examples = (pd.read_csv(examples_path) if examples_path.exists()
                         else pd.DataFrame(columns=EXAMPLE_COLUMNS))
+            metrics_path = run / "metrics.csv"
+            if metrics_path.exists():
+                metrics = pd.read_csv(metrics_path)
+                if len(metrics) != len(examples) or not (
+                        metrics[KEY_COLUMNS].to_numpy() == examples[KEY_COLUMNS].to_numpy()).all():
+                    raise ValueError("metrics.csv does not list the examples of examples.csv.gz")
+                examples = pd.concat([examples, metrics.drop(columns=KEY_COLUMNS)], axis=1)
             metadata = json.loads((run / "run.json").read_text())
             samples = []
             if (run / "samples.npz").exists():
@@ -390,6 +445,7 @@ def success_matrix(
         col: np.concatenate([r[col] for r in records]) if records else np.array([])
         for col in EXAMPLE_COLUMNS
     })
+    examples = _with_optional_columns(examples, records)
     cells = cells_from_examples(plans, examples)
     samples = _choose_samples(records, samples_per_run)
     meta.update({
@@ -407,8 +463,20 @@ def success_matrix(
             "sweep_reduction": "per example, the sweep entry with the smallest latent distance",
             "marginals": "unweighted mean over cells",
         },
+        "metrics": metrics_settings(),
     })
-    return SuccessMatrix(cells, examples[EXAMPLE_COLUMNS], samples, meta)
+    return SuccessMatrix(cells, examples, samples, meta)
+
+
+def _with_optional_columns(examples: pd.DataFrame, records: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """``examples`` plus the metric columns and the attack's extras the units recorded (NaN in
+    the rows of a unit saved before a metric existed)."""
+    extras = sorted({k[len(EXTRA_PREFIX):] for r in records for k in r if k.startswith(EXTRA_PREFIX)})
+    columns: dict[str, np.ndarray] = {}
+    for name, key in [(c, c) for c in METRIC_COLUMNS] + [(e, EXTRA_PREFIX + e) for e in extras]:
+        parts = [r[key] if key in r else np.full(len(r["prediction"]), np.nan) for r in records]
+        columns[name] = np.concatenate(parts) if parts else np.array([])
+    return examples.assign(**columns) if records else examples
 
 
 @torch.no_grad()
@@ -466,7 +534,8 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
     seeds = torch.cat([example_seeds(seed, p, dataset.num_classes) for p in plans]) if plans else torch.zeros(0, dtype=torch.int64)
     s_cls = np.concatenate([np.full(p.n, p.source) for p in plans])
     t_cls = np.concatenate([np.full(p.n, p.target) for p in plans])
-    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("prediction", "l2", "linf", "latent_distance", "sweep_index")}
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("prediction", "l2", "linf", "latent_distance", "sweep_index",
+                                                             *METRIC_COLUMNS)}
     adversarials, reconstructions = [], []
     for rows in _batches(np.arange(len(src)), batch_size):
         xs = dataset.images[src[rows]].to(device)
@@ -487,6 +556,10 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
         columns["linf"].append(result.linf[0].cpu().numpy())
         columns["latent_distance"].append(result.latent_distance[0].cpu().numpy())
         columns["sweep_index"].append(sweep_index.cpu().numpy())
+        for name, values in attack_metrics(model, xs, adversarial).items():
+            columns[name].append(values)
+        for name, extra in result.extras.items():
+            columns.setdefault(EXTRA_PREFIX + name, []).append(extra[0].cpu().numpy())
         adversarials.append(adversarial.cpu())
         reconstructions.append(recon.cpu())
     out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in columns.items()}

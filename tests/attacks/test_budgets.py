@@ -28,6 +28,7 @@ FAST: dict[str, dict[str, Any]] = {
     "kos-classifier-l2": {"steps": 10, "classifier_train_size": 5000, "classifier_epochs": 10},
     "kos-classifier-cw": {"steps": 30, "binary_search_steps": 2, "initial_const": 10.0, "cw_stepsize": 0.2,
                           "classifier_train_size": 5000, "classifier_epochs": 10},
+    "worst-case-linf": {"members": ["thesis-fast", "e2e-linf"]},
 }
 
 

@@ -28,6 +28,8 @@ CASES: dict[str, list[tuple[str, dict[str, Any], int]]] = {
             ("cw", {"method": "cw", "epsilon": 2.0, "steps": 3, "binary_search_steps": 2,
                     "initial_const": 10.0, "cw_stepsize": 0.2}, 6)],
     "kos-classifier": [("linf-pgd", {"steps": 5, **KOS_FAST}, 5)],
+    # each member's steps rescaled to its slice of 1000 (robust_vae.attacks.ensemble.PROGRESS_SCALE)
+    "ensemble": [("members", {"members": ["thesis-fast", "pgd-linf"]}, 2000)],
 }
 
 

@@ -15,7 +15,8 @@ from robust_vae.core.errors import ConfigError
 from .conftest import source_target_pairs
 
 RECIPES = ["e2e-l2", "e2e-linf", "kos-classifier-cw", "kos-classifier-l2", "kos-classifier-linf", "output",
-           "pgd-linf", "tabacof", "tabacof-linf", "thesis", "thesis-accumulate", "thesis-fast"]
+           "pgd-linf", "tabacof", "tabacof-linf", "thesis", "thesis-accumulate", "thesis-fast",
+           "worst-case-linf"]
 TABACOF_GRID = [2.0 ** k for k in range(-20, 21)]
 
 
