@@ -12,6 +12,7 @@ from torch import nn
 from robust_vae.attacks import load_attack
 from robust_vae.core.errors import ConfigError
 from robust_vae.data import Dataset, class_pairs
+from robust_vae.evaluation.attack_metrics import METRIC_COLUMNS
 from robust_vae.evaluation.success_matrix import CELL_COLUMNS, EXAMPLE_COLUMNS, SuccessMatrix, success_matrix
 from robust_vae.models.classifier import LeNet
 from robust_vae.report.success import Z_95
@@ -71,7 +72,8 @@ def test_cells_counts_and_rates(result: SuccessMatrix) -> None:
     assert cells.loc[cells["n"] == 0, ["as_target", "as_ignore_target"]].isna().all().all()
     # the examples table is what the cells count
     examples = result.examples
-    assert list(examples.columns) == EXAMPLE_COLUMNS
+    # the saved layout first, then the classifier-free metrics (written to metrics.csv)
+    assert list(examples.columns) == EXAMPLE_COLUMNS + METRIC_COLUMNS
     assert len(examples) == cells["n"].sum() == result.metadata["examples_attacked"]
     for (s, t), frame in examples.groupby(["source", "target"]):
         row = cells[(cells["source"] == s) & (cells["target"] == t)].iloc[0]

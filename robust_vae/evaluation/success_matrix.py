@@ -203,8 +203,8 @@ class SuccessMatrix:
         self.cells.to_csv(out / "cells.csv", index=False, float_format=CSV_FORMAT)
         matrix_strings(self.cells, self.classes.num_classes).to_csv(out / "matrix.csv", index_label="source")
         self.marginals().to_csv(out / "marginals.csv", index=False, float_format=CSV_FORMAT)
-        self.examples[self.example_columns()].to_csv(out / "examples.csv.gz", index=False, float_format=CSV_FORMAT,
-                                                     compression={"method": "gzip", "mtime": 0})
+        self.examples.reindex(columns=self.example_columns()).to_csv(out / "examples.csv.gz", index=False, float_format=CSV_FORMAT,
+                                                                     compression={"method": "gzip", "mtime": 0})
         metrics = [c for c in METRIC_COLUMNS if c in self.examples.columns]
         if metrics:
             self.examples[KEY_COLUMNS + metrics].to_csv(out / "metrics.csv", index=False, float_format=CSV_FORMAT)
