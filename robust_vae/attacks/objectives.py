@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robust_vae.attacks.base import as_attackable
@@ -58,3 +59,31 @@ def index_params(params: LatentParams, index: torch.Tensor | slice) -> LatentPar
     """The rows ``index`` of every tensor of ``params``."""
     logits = params.logits[index] if params.logits is not None else None
     return LatentParams(params.mean[index], params.logvar[index], logits)
+
+
+def gaussian_symmetric_kl(mean_p: torch.Tensor, logvar_p: torch.Tensor, mean_q: torch.Tensor,
+                          logvar_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) + KL(q ‖ p) of diagonal Gaussians, (N, D) each -> (N,):
+    ½ Σ_j [σp²/σq² + σq²/σp² + (μp − μq)²(1/σp² + 1/σq²) − 2]."""
+    var_p, var_q = logvar_p.exp(), logvar_q.exp()
+    diff2 = (mean_p - mean_q) ** 2
+    terms = var_p / var_q + var_q / var_p + diff2 * (1 / var_p + 1 / var_q) - 2
+    return 0.5 * terms.sum(dim=1)
+
+
+def categorical_symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) + KL(q ‖ p) of categoricals softmax(logits), (N, K) each -> (N,):
+    Σ_k (p_k − q_k)(log p_k − log q_k)."""
+    log_p, log_q = F.log_softmax(logits_p, dim=1), F.log_softmax(logits_q, dim=1)
+    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=1)
+
+
+def posterior_symmetric_kl(p: LatentParams, q: LatentParams) -> torch.Tensor:
+    """Symmetric KL of two batches of posteriors, (N,): the diagonal Gaussian part plus, when
+    both have one, the categorical part (the two latents are independent, so the parts add).
+    The one implementation: the unsupervised KL attack maximises it, and
+    :mod:`robust_vae.evaluation.attack_metrics` reports it."""
+    kl = gaussian_symmetric_kl(p.mean, p.logvar, q.mean, q.logvar)
+    if p.logits is not None and q.logits is not None:
+        kl = kl + categorical_symmetric_kl(p.logits, q.logits)
+    return kl

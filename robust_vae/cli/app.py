@@ -22,6 +22,7 @@ from robust_vae.cli import (
     evaluate,
     models,
     report,
+    robustness,
     study,
     train,
     traverse,
@@ -31,8 +32,8 @@ from robust_vae.core.errors import RobustVAEError
 from robust_vae.core.paths import default_cache_dir
 
 # in the order of `robust-vae --help`
-COMMANDS: tuple[Any, ...] = (models, datasets, train, evaluate, disentanglement, traverse, attack, report, compare, study,
-                             classifier_robustness)
+COMMANDS: tuple[Any, ...] = (models, datasets, train, evaluate, disentanglement, traverse, attack, robustness, report,
+                             compare, study, classifier_robustness)
 
 
 def build_parser() -> argparse.ArgumentParser:

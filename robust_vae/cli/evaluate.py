@@ -9,7 +9,7 @@ from typing import Any
 from robust_vae.cli.options import add_common
 from robust_vae.data import load_dataset_at
 from robust_vae.training import evaluate_vae
-from robust_vae.zoo import find_card, load_classifier, load_model, update_card
+from robust_vae.zoo import find_card, load_classifier_with_card, load_model, update_card
 
 
 def add_parser(sub: Any) -> None:
@@ -27,12 +27,13 @@ def add_parser(sub: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.dataset, seed=args.seed, device=args.device)
     card = find_card(args.model, args.dataset, args.seed)
-    classifier = load_classifier(args.dataset, device=args.device, image_shape=model.image_shape)
+    classifier, classifier_card = load_classifier_with_card(args.dataset, device=args.device,
+                                                           image_shape=model.image_shape)
     test = load_dataset_at(args.dataset, "test", model.image_shape, args.data_dir, what=args.model)
     metrics = evaluate_vae(model, test, classifier, step=card.data.get("steps"))
     if args.update_card:
         update_card(card, metrics=metrics,
-                    recon_classifier_sha256=find_card("classifier", args.dataset, None).data["sha256"])
+                    recon_classifier_sha256=classifier_card.data["sha256"])
         print(f"updated {card.path}")
     if args.json:
         print(json.dumps({"name": args.model, "seed": args.seed, "metrics": metrics,

@@ -28,9 +28,13 @@ import torch.nn.functional as F
 from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 from torch import nn
 
+# the symmetric KL has one implementation, in the attacks layer (the KL attack maximises it);
+# its parts are re-exported here for the metric's users
+from robust_vae.attacks.objectives import categorical_symmetric_kl as categorical_symmetric_kl
+from robust_vae.attacks.objectives import gaussian_symmetric_kl as gaussian_symmetric_kl
+from robust_vae.attacks.objectives import posterior_symmetric_kl
 from robust_vae.core.errors import ConfigError
 from robust_vae.models import attackable
-from robust_vae.models.base import LatentParams
 
 STANDARD_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # pytorch_msssim's default (5 scales)
 _FIRST_THREE = STANDARD_WEIGHTS[:3]
@@ -76,31 +80,6 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, *, win_size: int = 7, win_sigma: f
     stacked = torch.stack([*contrast, torch.relu(ssim_per_channel)], dim=0)  # (levels, N, C)
     values: torch.Tensor = torch.prod(stacked ** weight.view(-1, 1, 1), dim=0).mean(1)
     return values
-
-
-def gaussian_symmetric_kl(mean_p: torch.Tensor, logvar_p: torch.Tensor, mean_q: torch.Tensor,
-                          logvar_q: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) + KL(q ‖ p) of diagonal Gaussians, (N, D) each -> (N,):
-    ½ Σ_j [σp²/σq² + σq²/σp² + (μp − μq)²(1/σp² + 1/σq²) − 2]."""
-    var_p, var_q = logvar_p.exp(), logvar_q.exp()
-    diff2 = (mean_p - mean_q) ** 2
-    terms = var_p / var_q + var_q / var_p + diff2 * (1 / var_p + 1 / var_q) - 2
-    return 0.5 * terms.sum(dim=1)
-
-
-def categorical_symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) + KL(q ‖ p) of categoricals softmax(logits), (N, K) each -> (N,):
-    Σ_k (p_k − q_k)(log p_k − log q_k)."""
-    log_p, log_q = F.log_softmax(logits_p, dim=1), F.log_softmax(logits_q, dim=1)
-    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=1)
-
-
-def posterior_symmetric_kl(p: LatentParams, q: LatentParams) -> torch.Tensor:
-    """Symmetric KL of two batches of posteriors (Gaussian part plus categorical part if any), (N,)."""
-    kl = gaussian_symmetric_kl(p.mean, p.logvar, q.mean, q.logvar)
-    if p.logits is not None and q.logits is not None:
-        kl = kl + categorical_symmetric_kl(p.logits, q.logits)
-    return kl
 
 
 @torch.no_grad()

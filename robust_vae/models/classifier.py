@@ -115,7 +115,7 @@ class SmallCNN(nn.Module):
         blocks = " > ".join(f"[Conv3x3({a}->{b}) > BatchNorm > ReLU > MaxPool2]"
                             for a, b in zip((spec.channels, *SmallCNN.WIDTHS[:-1]), SmallCNN.WIDTHS, strict=True))
         side = spec.image_size // 8
-        return f"{blocks} > Dense({64 * side * side}->128) > ReLU > Dropout(0.3) > Dense(128->{spec.num_classes})"
+        return f"{blocks} > Dense({SmallCNN.WIDTHS[-1] * side * side}->128) > ReLU > Dropout(0.3) > Dense(128->{spec.num_classes})"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.head(self.features(x))

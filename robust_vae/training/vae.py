@@ -30,7 +30,7 @@ from robust_vae.data.base import OptionValue
 from robust_vae.models import LatentVAE, VAEConfig, get_family
 from robust_vae.models.base import categorical_kl, gaussian_kl
 from robust_vae.training.commands import dataset_option_flags
-from robust_vae.zoo import Card, find_card, load_classifier, model_stem, models_root, save_weights
+from robust_vae.zoo import Card, load_classifier_with_card, model_stem, models_root, save_weights
 
 
 def config_digest(payload: dict[str, Any]) -> str:
@@ -307,11 +307,11 @@ def train_vae(
         log(f"{family} seed {seed}: training already complete at step {run.step}; writing card")
 
     model.eval()
-    classifier = load_classifier(dataset, device, image_shape=model.image_shape)
+    classifier, classifier_card = load_classifier_with_card(dataset, device, image_shape=model.image_shape)
     test = load_dataset(dataset, "test", data_dir, **(dataset_options or {}))
     metrics = evaluate_vae(model, test, classifier, step=config.steps)
     weights_path = out_dir / f"{model_stem(family, seed)}.safetensors"
-    card = run.card(metrics, device) | {"recon_classifier_sha256": find_card("classifier", dataset, None).data["sha256"]}
+    card = run.card(metrics, device) | {"recon_classifier_sha256": classifier_card.data["sha256"]}
     saved = save_weights(model, weights_path, card)
     log(f"wrote {weights_path} (recon_accuracy {metrics['recon_accuracy']:.4f})")
     return TrainResult(saved, resumed_from)

@@ -14,10 +14,10 @@ from robust_vae.zoo.cards import (
     save_weights,
     update_card,
 )
-from robust_vae.zoo.loading import classifier_spec, load_classifier, load_model
+from robust_vae.zoo.loading import classifier_spec, load_classifier, load_classifier_with_card, load_model
 
 __all__ = [
     "MODELS_ENV", "SHIPPED_MODELS", "Card", "find_card", "list_cards", "load_state", "model_stem",
-    "models_root", "read_card", "save_weights", "update_card", "sha256_of", "classifier_spec", "load_classifier",
+    "models_root", "read_card", "save_weights", "update_card", "sha256_of", "classifier_spec", "load_classifier", "load_classifier_with_card",
     "load_model",
 ]

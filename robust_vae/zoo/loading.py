@@ -52,6 +52,13 @@ def load_classifier(dataset: str = "mnist", device: str | torch.device = "cpu",
     (C, H, W): the images it will label; a whole multiple of its own size is block-averaged
     down first (:class:`AreaDownsample`), any other shape is refused.
     """
+    return load_classifier_with_card(dataset, device, image_shape)[0]
+
+
+def load_classifier_with_card(dataset: str = "mnist", device: str | torch.device = "cpu",
+                              image_shape: tuple[int, int, int] | None = None) -> tuple[nn.Module, Card]:
+    """:func:`load_classifier` and the card it was loaded from (read once: what a model card records
+    about the classifier that scored it, e.g. its sha256, comes from the same file)."""
     card = find_card("classifier", dataset, None)
     _check_dataset(card, dataset)
     spec = classifier_spec(card)
@@ -63,7 +70,7 @@ def load_classifier(dataset: str = "mnist", device: str | torch.device = "cpu",
                            f"model gives {'x'.join(map(str, image_shape))}: train a classifier at that size with "
                            f"`robust-vae train-classifier --dataset {dataset} --image-size {height}`")
         classifier = nn.Sequential(AreaDownsample(height // spec.image_size), classifier).eval()
-    return classifier.to(device)
+    return classifier.to(device), card
 
 
 def load_model(

@@ -30,6 +30,11 @@ CASES: dict[str, list[tuple[str, dict[str, Any], int]]] = {
     "kos-classifier": [("linf-pgd", {"steps": 5, **KOS_FAST}, 5)],
     # each member's steps rescaled to its slice of 1000 (robust_vae.attacks.ensemble.PROGRESS_SCALE)
     "ensemble": [("members", {"members": ["thesis-fast", "pgd-linf"]}, 2000)],
+    "max-damage": [("pgd", {"steps": 3, "restarts": 2}, 6),
+                   ("lbfgsb", {"optimizer": "lbfgsb", "max_iter": 4, "restarts": 1}, 4)],
+    "unsupervised": [("l2", {"power_iterations": 4}, 4),
+                     ("linf-sweep", {"power_iterations": 3, "norm": "linf", "epsilon": [0.05, 0.1]}, 3)],
+    "unsupervised-kl": [("l2", {"steps": 5}, 5), ("linf", {"steps": 4, "norm": "linf", "epsilon": 0.1}, 4)],
 }
 
 

@@ -14,9 +14,10 @@ from robust_vae.core.errors import ConfigError
 
 from .conftest import source_target_pairs
 
-RECIPES = ["e2e-l2", "e2e-linf", "kos-classifier-cw", "kos-classifier-l2", "kos-classifier-linf", "output",
+RECIPES = ["e2e-l2", "e2e-linf", "kos-classifier-cw", "kos-classifier-l2", "kos-classifier-linf", "max-damage-l2",
+           "max-damage-linf", "output",
            "pgd-linf", "tabacof", "tabacof-linf", "thesis", "thesis-accumulate", "thesis-fast",
-           "worst-case-linf"]
+           "unsupervised-kl-l2", "unsupervised-l2", "worst-case-linf"]
 TABACOF_GRID = [2.0 ** k for k in range(-20, 21)]
 
 

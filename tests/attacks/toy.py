@@ -95,3 +95,43 @@ def assert_exactly_batch_independent(attack, model, xs, xt, seeds) -> None:  # t
     order = torch.arange(xs.shape[0]).flip(0)
     shuffled = attack(model, xs[order], xt[order], seeds=seeds[order])
     assert torch.equal(shuffled.adversarial, batch.adversarial[:, order])
+
+
+class LinearAutoencoder(nn.Module):
+    """x̂(x) = D·E·vec(x) + b: a linear encoder E (d, n) and decoder D (n, d), n = C·H·W.
+
+    encode -> LatentParams(mean=E·vec(x), logvar=0, logits=None); attack_code = mean;
+    decode(z) = D·z + b reshaped to an image (not clipped to [0, 1], so the damage of a
+    perturbation d is exactly ‖D·E·vec(d)‖₂). :attr:`matrix` is W = D·E (n, n).
+    """
+
+    def __init__(self, encoder: torch.Tensor, decoder: torch.Tensor, bias: torch.Tensor,
+                 shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.encoder = nn.Parameter(encoder.detach().clone().float())
+        self.decoder = nn.Parameter(decoder.detach().clone().float())
+        self.bias = nn.Parameter(bias.detach().clone().float())
+        self.shape = tuple(shape)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        return (self.decoder @ self.encoder).detach()
+
+    def encode(self, x: torch.Tensor) -> LatentParams:
+        mean = x.flatten(1) @ self.encoder.T
+        return LatentParams(mean, torch.zeros_like(mean), None)
+
+    def deterministic_code(self, params: LatentParams) -> torch.Tensor:
+        return params.mean
+
+    def attack_code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x).mean
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self.decoder.T + self.bias).view(-1, *self.shape)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.attack_code(x))
+
+    def relaxed_reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)

@@ -1,0 +1,318 @@
+"""A model's classifier-free robustness report card (issue 21), resumable unit by unit.
+
+For a fixed, seeded sample of test examples, every example gets:
+
+* ``damage_r<r>``: the max-damage attack's ‖x̂(x + d) − x̂(x)‖₂ for every budget r of the grid
+  (:class:`robust_vae.attacks.max_damage.MaxDamage`, one call over the whole grid);
+* at the metric budget (one radius of the grid): MS-SSIM of inputs and of reconstructions and
+  the posteriors' symmetric KL (:mod:`robust_vae.evaluation.attack_metrics`) for the max-damage
+  adversarial and for the unsupervised attack's (top singular direction of J_μ, Kuzina et al.
+  2021) at the same budget;
+* ``margin``: the r-robustness margin (Camuto et al. 2021), bisection over the max-damage budget
+  with the probability over the encoder's sampling (:mod:`robust_vae.evaluation.margins`), and
+  ``margin_bound``, the paper's lower bound from σ and J_μ;
+* ``pullback_lambda_max`` / ``pullback_entropy``: the pulled-back Fisher–Rao metric's largest
+  eigenvalue and spectral entropy (Khan & Storkey 2023; :mod:`robust_vae.evaluation.pullback`).
+
+Examples are processed in fixed units of ``unit_size`` (the sample and the units depend only on
+the settings); each finished unit is saved at once (:class:`RunStore`), so an interrupted card
+resumes where it stopped. Every random draw of an example is seeded by the example's own test
+index, so no number depends on the unit size or on the device's batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robust_vae.attacks.max_damage import MaxDamage
+from robust_vae.attacks.unsupervised import TopSingularDirection
+from robust_vae.core import progress
+from robust_vae.core.errors import ConfigError
+from robust_vae.core.version import __version__
+from robust_vae.data import Dataset
+from robust_vae.data.digest import dataset_digest
+from robust_vae.data.shape_match import load_dataset_at
+from robust_vae.evaluation.attack_metrics import METRIC_COLUMNS, attack_metrics, metrics_settings
+from robust_vae.evaluation.margins import bootstrap_interval, camuto_margin_bound, r_robustness_margin
+from robust_vae.evaluation.pullback import pullback_scores
+from robust_vae.evaluation.run_store import RunStore
+from robust_vae.report.robustness import card_latex, card_markdown, damage_figure, margin_figure
+from robust_vae.zoo import find_card, load_model
+
+NORMS = ("l2", "linf")
+SEED_STRIDE = 1_000_003  # example seed = settings.seed · SEED_STRIDE + test index
+
+
+def radius_column(radius: float) -> str:
+    """The examples-table column of the damage at budget ``radius``, e.g. ``damage_r0.5``."""
+    return f"damage_r{radius:g}"
+
+
+@dataclass(frozen=True)
+class RobustnessSettings:
+    """Everything that changes a report card's numbers (the fingerprint), with its defaults.
+
+    ``radii``: the max-damage budgets (‖d‖ in ``norm``); ``metric_radius``: the budget (one of
+    ``radii``) at which MS-SSIM and the symmetric KL are measured; ``threshold``: r of
+    r-robustness, the L2 distance between two stochastic reconstructions that counts as broken
+    (MNIST-sized images: two independent reconstructions of a clean zoo image differ by about 2
+    at the median); ``samples``: posterior samples per probability estimate; ``max_budget`` and
+    ``bisection_steps``: the margin's search interval and its halvings.
+    """
+
+    examples: int = 500
+    norm: str = "l2"
+    radii: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0)
+    metric_radius: float = 1.0
+    threshold: float = 5.0
+    samples: int = 64
+    max_budget: float = 8.0
+    bisection_steps: int = 8
+    steps: int = 50
+    restarts: int = 2
+    power_iterations: int = 20
+    unit_size: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"robustness: norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if not self.radii or any(not (r > 0 and math.isfinite(r)) for r in self.radii):
+            raise ConfigError(f"robustness: radii must be positive numbers, got {list(self.radii)}")
+        if list(self.radii) != sorted(set(self.radii)):
+            raise ConfigError(f"robustness: radii must be increasing and distinct, got {list(self.radii)}")
+        if self.metric_radius not in self.radii:
+            raise ConfigError(f"robustness: the metric radius {self.metric_radius:g} must be one of the radii "
+                              f"{', '.join(f'{r:g}' for r in self.radii)}")
+        for name in ("examples", "samples", "bisection_steps", "steps", "restarts", "power_iterations", "unit_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"robustness: {name} must be at least 1, got {getattr(self, name)}")
+        if not (self.threshold > 0 and self.max_budget > 0):
+            raise ConfigError("robustness: threshold and max_budget must be positive")
+
+    def damage_attack(self) -> MaxDamage:
+        """The max-damage attack over the radius grid (PGD with restarts)."""
+        return MaxDamage(epsilon=list(self.radii), norm=self.norm, steps=self.steps, restarts=self.restarts,
+                         seed=self.seed)
+
+    def margin_attack(self) -> MaxDamage:
+        """The max-damage attack the margin's bisection runs at per-example budgets."""
+        return MaxDamage(epsilon=self.max_budget, norm=self.norm, steps=self.steps, restarts=self.restarts,
+                         seed=self.seed)
+
+    def unsupervised_attack(self) -> TopSingularDirection:
+        return TopSingularDirection(epsilon=self.metric_radius, norm=self.norm,
+                                    power_iterations=self.power_iterations, seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["radii"] = list(self.radii)
+        return values
+
+
+def example_indices(num_test: int, settings: RobustnessSettings) -> np.ndarray:
+    """The card's test examples: ``examples`` indices drawn without replacement (seeded), sorted."""
+    count = min(settings.examples, num_test)
+    rng = np.random.default_rng([settings.seed, 21])
+    return np.sort(rng.choice(num_test, size=count, replace=False))
+
+
+def example_columns(settings: RobustnessSettings) -> list[str]:
+    """The per-example columns of ``examples.csv`` after ``index`` and ``label``, in order."""
+    columns = [radius_column(r) for r in settings.radii]
+    columns += [f"maxdamage_{c}" for c in METRIC_COLUMNS] + [f"unsupervised_{c}" for c in METRIC_COLUMNS]
+    columns += ["unsupervised_latent_shift", "margin", "margin_broken_at_max", "margin_bound",
+                "clean_probability", "pullback_lambda_max", "pullback_entropy"]
+    return columns
+
+
+def measure_unit(model: nn.Module, images: torch.Tensor, indices: np.ndarray,
+                 settings: RobustnessSettings) -> dict[str, np.ndarray]:
+    """Every per-example column (:func:`example_columns`) for ``images`` (N, C, H, W) at test
+    ``indices`` (N,): name -> (N,) float64."""
+    seeds = torch.as_tensor(settings.seed * SEED_STRIDE + indices, dtype=torch.int64)
+    columns: dict[str, np.ndarray] = {}
+    damage = settings.damage_attack()(model, images, images, seeds=seeds)
+    values = damage.extras["damage"].double().cpu().numpy()
+    for k, radius in enumerate(settings.radii):
+        columns[radius_column(radius)] = values[k]
+    at = list(settings.radii).index(settings.metric_radius)
+    for name, value in attack_metrics(model, images, damage.adversarial[at]).items():
+        columns[f"maxdamage_{name}"] = value
+    unsupervised = settings.unsupervised_attack()(model, images, images, seeds=seeds)
+    for name, value in attack_metrics(model, images, unsupervised.adversarial[0]).items():
+        columns[f"unsupervised_{name}"] = value
+    columns["unsupervised_latent_shift"] = unsupervised.objective[0].double().cpu().numpy()
+    margin = r_robustness_margin(model, images, settings.threshold, attack=settings.margin_attack(),
+                                 samples=settings.samples, max_budget=settings.max_budget,
+                                 bisection_steps=settings.bisection_steps, seeds=seeds)
+    columns["margin"] = _numpy(margin.margin)
+    columns["margin_broken_at_max"] = _numpy(margin.broken_at_max)
+    columns["clean_probability"] = _numpy(margin.clean_probability)
+    columns["margin_bound"] = _numpy(camuto_margin_bound(model, images, settings.threshold))
+    scores = pullback_scores(model, images)
+    columns["pullback_lambda_max"] = _numpy(scores.largest_eigenvalue)
+    columns["pullback_entropy"] = _numpy(scores.spectral_entropy)
+    return columns
+
+
+def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().double().cpu().numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+@dataclass
+class RobustnessCard:
+    """A finished card: ``examples`` (one row per test example: index, label and
+    :func:`example_columns`), ``summary`` (the model's mean of each column with a bootstrap
+    interval), ``per_class`` (class means) and ``metadata`` (settings, identity, timing)."""
+
+    examples: pd.DataFrame
+    summary: pd.DataFrame
+    per_class: pd.DataFrame
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+SUMMARY_COLUMNS = ("metric", "mean", "low", "high", "n")
+
+
+def summarise(examples: pd.DataFrame, columns: Sequence[str], *, resamples: int = 2000,
+              seed: int = 0) -> pd.DataFrame:
+    """Per column: mean over the examples and its 95 % percentile-bootstrap interval."""
+    rows = []
+    for column in columns:
+        values = examples[column].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        low, high = bootstrap_interval(values, resamples=resamples, seed=seed) if values.size else (math.nan, math.nan)
+        rows.append({"metric": column, "mean": float(values.mean()) if values.size else math.nan,
+                     "low": low, "high": high, "n": int(values.size)})
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def per_class_means(examples: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Class -> mean of every column (and the class's example count ``n``)."""
+    grouped = examples.groupby("label")
+    frame = grouped[list(columns)].mean()
+    frame.insert(0, "n", grouped.size())
+    return frame.reset_index()
+
+
+def robustness_card(model: nn.Module, dataset: Dataset, settings: RobustnessSettings, *,
+                    out: Path | None = None, fingerprint: Mapping[str, Any] | None = None,
+                    restart: bool = False, progress_bar: bool = False,
+                    identity: Mapping[str, Any] | None = None) -> RobustnessCard:
+    """The report card of ``model`` on ``dataset`` (its test split).
+
+    With ``out``, finished units are kept in ``out/progress/`` under ``fingerprint`` (a mapping
+    of everything that changes a number; the settings are added) and reused when the same card is
+    asked for again; a folder holding another configuration's card is refused unless ``restart``.
+    """
+    indices = example_indices(len(dataset.images), settings)
+    units = [indices[i:i + settings.unit_size] for i in range(0, len(indices), settings.unit_size)]
+    store = RunStore(out) if out is not None else None
+    full_fingerprint = {"card": "robustness", "settings": settings.to_dict(), **dict(fingerprint or {})}
+    if store is not None:
+        store.check(full_fingerprint, restart=restart)
+    started = time.perf_counter()
+    with store.lock() if store is not None else contextlib.nullcontext():
+        if store is not None:
+            store.check_or_start(full_fingerprint, restart=restart)
+        parts = _measure_units(model, dataset, units, settings, store, progress_bar)
+    examples = pd.DataFrame({"index": indices, "label": dataset.labels[torch.as_tensor(indices)].numpy()})
+    for column in example_columns(settings):
+        examples[column] = np.concatenate([part[column] for part in parts]) if parts else np.zeros(0)
+    columns = example_columns(settings)
+    metadata = {
+        "settings": settings.to_dict(), **dict(identity or {}), "dataset": dataset.name,
+        "num_examples": int(len(indices)), "metrics": metrics_settings(),
+        "seconds": round(time.perf_counter() - started, 1), "robust_vae": __version__,
+        "torch": torch.__version__, "platform": platform.platform(),
+        "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    return RobustnessCard(examples, summarise(examples, columns, seed=settings.seed),
+                          per_class_means(examples, columns), metadata)
+
+
+def _measure_units(model: nn.Module, dataset: Dataset, units: list[np.ndarray], settings: RobustnessSettings,
+                   store: RunStore | None, progress_bar: bool) -> list[dict[str, np.ndarray]]:
+    done = sum(len(unit) for i, unit in enumerate(units) if store is not None and store.done(i))
+    bar = tqdm(total=sum(len(u) for u in units), initial=done, desc="robustness", unit="example",
+               disable=not progress_bar, dynamic_ncols=True, mininterval=0.5)
+    parts = []
+    device = next(iter(model.parameters())).device
+    try:
+        for i, unit in enumerate(units):
+            if store is not None and store.done(i):
+                parts.append(store.load_unit(i))
+                continue
+            images = dataset.images[torch.as_tensor(unit)].to(device)
+            with progress.listen(_postfix(bar, f"unit {i + 1}/{len(units)}")):
+                arrays = measure_unit(model, images, unit, settings)
+            if store is not None:
+                store.save_unit(i, arrays)
+            parts.append(arrays)
+            bar.update(len(unit))
+    finally:
+        bar.close()
+    return parts
+
+
+def _postfix(bar: Any, prefix: str) -> progress.StepCallback:
+    """A progress listener that shows the attack's step in the bar's postfix."""
+    def show(step: int, total: int) -> None:
+        bar.set_postfix_str(f"{prefix} step {step}/{total}", refresh=False)
+    return show
+
+
+def zoo_robustness(name: str, dataset: str = "mnist", model_seed: int = 0, settings: RobustnessSettings | None = None,
+                   *, device: str = "cpu", data_dir: str | None = None, out: Path | None = None,
+                   restart: bool = False, progress_bar: bool = False) -> RobustnessCard:
+    """The report card of the zoo model ``name`` (seed ``model_seed``) on ``dataset``'s test split,
+    loaded at the model's image shape; the fingerprint holds the weights' and the data's sha256."""
+    settings = settings or RobustnessSettings()
+    card = find_card(name, dataset, model_seed)
+    model = load_model(name, dataset, seed=model_seed, device=device)
+    test = load_dataset_at(dataset, "test", model.image_shape, data_dir, what=name)
+    identity = {"model": card.name, "family": card.data["family"], "model_seed": card.seed,
+                "weights_sha256": card.data["sha256"]}
+    fingerprint = {**identity, "dataset": dataset, "dataset_sha256": dataset_digest(dataset, data_dir)}
+    return robustness_card(model, test, settings, out=out, fingerprint=fingerprint, restart=restart,
+                           progress_bar=progress_bar, identity=identity)
+
+
+CARD_FILES = ("examples.csv", "summary.csv", "per_class.csv", "card.json", "card.md", "card.tex",
+              "damage.png", "margins.png")
+
+
+def save_card(card: RobustnessCard, folder: Path, command: str | None = None) -> list[Path]:
+    """Write :data:`CARD_FILES` into ``folder`` (CSV at 6 decimals); returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    card.examples.to_csv(folder / "examples.csv", index=False, float_format="%.6f")
+    card.summary.to_csv(folder / "summary.csv", index=False, float_format="%.6f")
+    card.per_class.to_csv(folder / "per_class.csv", index=False, float_format="%.6f")
+    record = {**card.metadata, **({"command": command} if command else {}),
+              "summary": {row["metric"]: {k: row[k] for k in ("mean", "low", "high", "n")}
+                          for _, row in card.summary.iterrows()}}
+    (folder / "card.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+    (folder / "card.md").write_text(card_markdown(card.summary, card.per_class, card.metadata, command))
+    (folder / "card.tex").write_text(card_latex(card.summary, card.metadata))
+    name = str(card.metadata.get("model", "model"))
+    damage_figure({name: card.summary}, folder / "damage.png", card.metadata["settings"]["norm"])
+    margin_figure({name: card.examples}, folder / "margins.png")
+    return [folder / f for f in CARD_FILES]
