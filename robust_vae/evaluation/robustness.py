@@ -164,7 +164,9 @@ def measure_unit(model: nn.Module, images: torch.Tensor, indices: np.ndarray,
     columns["margin"] = _numpy(margin.margin)
     columns["margin_broken_at_max"] = _numpy(margin.broken_at_max)
     columns["clean_probability"] = _numpy(margin.clean_probability)
-    columns["margin_bound"] = _numpy(camuto_margin_bound(model, images, settings.threshold))
+    # the bound uses the margin's own posterior draws: the same clean probability p̄ in both
+    columns["margin_bound"] = _numpy(camuto_margin_bound(model, images, settings.threshold, samples=settings.samples,
+                                                         seeds=seeds, clean_probability=margin.clean_probability))
     scores = pullback_scores(model, images)
     columns["pullback_lambda_max"] = _numpy(scores.largest_eigenvalue)
     columns["pullback_entropy"] = _numpy(scores.spectral_entropy)

@@ -29,7 +29,7 @@ LABELS: dict[str, str] = {
     "unsupervised_symmetric_kl": "symmetric KL, unsupervised",
     "unsupervised_latent_shift": "‖μ(x*) − μ(x)‖, unsupervised",
     "margin": "r-robustness margin",
-    "margin_broken_at_max": "share not broken up to the largest budget",
+    "margin_broken_at_max": "share broken within the largest budget",
     "margin_bound": "Camuto et al. lower bound on the margin",
     "clean_probability": "P(‖f(x) − f(x)‖ ≤ r) without attack",
     "pullback_lambda_max": "pullback metric λ_max",
