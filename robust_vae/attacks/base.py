@@ -10,17 +10,18 @@ over-report.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Union, cast
 
 import torch
 from torch import nn
 
-from robust_vae.attacks.budgets import L2_BALL, LINF_BALL, Budget, budget_for
+from robust_vae.attacks.budgets import L2_BALL, LINF_BALL, Budget, Norm, NormBall, budget_for
 from robust_vae.core.devices import check_device, model_device
 from robust_vae.core.errors import ConfigError
 from robust_vae.models.protocol import AttackableModel
@@ -92,6 +93,23 @@ def project_l2(x: torch.Tensor, center: torch.Tensor, epsilon: torch.Tensor | fl
     """Project the perturbation onto the L2 ball of radius ε, then clip to [0, 1]
     (:meth:`robust_vae.attacks.budgets.L2Ball.project`)."""
     return L2_BALL.project(x, center, epsilon)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode with parameter gradients off inside the block, both restored after
+    (attacks and attack-free scores differentiate with respect to the input only)."""
+    was_training = model.training
+    requires = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), requires):
+            p.requires_grad_(flag)
+        model.train(was_training)
 
 
 def as_attackable(model: nn.Module) -> AttackableModel:
@@ -295,6 +313,11 @@ class Attack:
             return None
         return self._as_list(getattr(self, self.sweep_field))
 
+    def sweep_size(self) -> int:
+        """K, the number of sweep entries (1 for an attack without a sweep)."""
+        values = self.sweep_values()
+        return len(values) if values else 1
+
     # ----- the one call -----
     def __call__(
         self,
@@ -347,7 +370,7 @@ class Attack:
         seeds = seeds.to(torch.int64).cpu()
 
         values = self.sweep_values()
-        k = len(values) if values else 1
+        k = self.sweep_size()
 
         def tile(t: torch.Tensor) -> torch.Tensor:
             return t.repeat(k, *([1] * (t.dim() - 1)))
@@ -377,17 +400,8 @@ class Attack:
 
     def _run_frozen(self, model: nn.Module, problem: Problem) -> RunOutput:
         """:meth:`run` with the model in eval mode and no parameter gradients (restored after)."""
-        was_training = model.training
-        model.eval()
-        requires = [p.requires_grad for p in model.parameters()]
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen(model):
             return self.run(model, problem)
-        finally:
-            for p, flag in zip(model.parameters(), requires):
-                p.requires_grad_(flag)
-            model.train(was_training)
 
     def _result(self, model: AttackableModel, problem: Problem, out: RunOutput, device: torch.device) -> AttackResult:
         """The :class:`AttackResult` of ``out``: adversarials clipped to the box and the budget,
@@ -398,7 +412,7 @@ class Attack:
             linf = LINF_BALL.distance(adversarial, problem.sources)
             latent = (model.attack_code(adversarial) - problem.target_code).norm(dim=1)
         values = self.sweep_values()
-        k = len(values) if values else 1
+        k = self.sweep_size()
         shape = (k, problem.sources.shape[0] // k)
         return AttackResult(
             adversarial=adversarial.view(*shape, *problem.sources.shape[1:]),
@@ -419,3 +433,23 @@ class Attack:
 
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class NormBudgetAttack(Attack):
+    """Base of attacks whose ``norm`` field ("linf" | "l2", declared by the subclass with its
+    default) chooses the budget: the field's check, :attr:`budget_norm` and :attr:`ball`."""
+
+    norm: str
+
+    def validate(self) -> None:
+        Norm.parse(self.norm, f"{self.name}: norm")
+        super().validate()
+
+    @property
+    def budget_norm(self) -> str:
+        return self.norm  # per instance: the ``norm`` field chooses the budget
+
+    @property
+    def ball(self) -> NormBall:
+        """The budget's ball (:attr:`budget` typed as the ball it always is here)."""
+        return Norm(self.norm).budget

@@ -9,8 +9,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from robust_vae.attacks.base import Attack, Problem, RunOutput, Sweep, as_attackable, per_example_normal
-from robust_vae.attacks.budgets import Norm
+from robust_vae.attacks.base import (
+    Attack,
+    NormBudgetAttack,
+    Problem,
+    RunOutput,
+    Sweep,
+    as_attackable,
+    per_example_normal,
+)
 from robust_vae.attacks.objectives import (
     DIVERGENCES,
     Divergence,
@@ -130,7 +137,7 @@ class LatentAdam(Attack):
 
 @register_attack
 @dataclass(repr=False)
-class LatentPGD(Attack):
+class LatentPGD(NormBudgetAttack):
     """Projected gradient descent on ‖φ(x) − φ_t‖₂² under an L∞ or L2 budget ε.
 
     Step size ``step_size``·ε per step (sign step for L∞, normalised gradient for L2); keeps
@@ -145,19 +152,11 @@ class LatentPGD(Attack):
     step_size: float = 0.025
     random_start: bool = True
 
-    def validate(self) -> None:
-        Norm.parse(self.norm, "latent-pgd: norm")
-        super().validate()
-
-    @property
-    def budget_norm(self) -> str:
-        return self.norm  # per instance: the ``norm`` field chooses the budget
-
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:
         sources, eps = problem.sources, problem.epsilon
         assert eps is not None
         m = sources.shape[0]
-        ball = Norm(self.norm).budget
+        ball = self.ball
         x = sources.clone()
         if self.random_start:
             generators = [torch.Generator().manual_seed(int(s)) for s in problem.seeds.tolist()]

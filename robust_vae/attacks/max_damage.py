@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from robust_vae.attacks.base import (
-    Attack,
     AttackResult,
+    NormBudgetAttack,
     Problem,
     RunOutput,
     Sweep,
@@ -83,7 +83,7 @@ def random_starts(ball: NormBall, seeds: torch.Tensor, shape: torch.Size, restar
 
 @register_attack
 @dataclass(repr=False)
-class MaxDamage(Attack):
+class MaxDamage(NormBudgetAttack):
     """Maximise ‖x̂(x + d) − x̂(x)‖₂ over ‖d‖ ≤ r (``norm`` "l2" or "linf") ∩ the [0, 1] box.
 
     ``epsilon``: the radius r, or a list of radii (the sweep, K = len(epsilon)). Every radius
@@ -133,7 +133,6 @@ class MaxDamage(Attack):
     batch: int = 512
 
     def validate(self) -> None:
-        Norm.parse(self.norm, f"{self.name}: norm")
         DamageOptimizer.parse(self.optimizer, f"{self.name}: optimizer")
         Solver.parse(self.solver, f"{self.name}: solver")
         super().validate()
@@ -147,14 +146,6 @@ class MaxDamage(Attack):
             raise ConfigError(f"{self.name}: c must be >= 0, got {self.c}")
         if not self.factr > 0 or not self.pgtol >= 0:
             raise ConfigError(f"{self.name}: factr must be > 0 and pgtol >= 0")
-
-    @property
-    def budget_norm(self) -> str:
-        return self.norm  # per instance: the ``norm`` field chooses the budget
-
-    @property
-    def ball(self) -> NormBall:
-        return Norm(self.norm).budget
 
     # ----- per-example budgets -----
     def at_budgets(self, model: nn.Module, sources: torch.Tensor, budgets: torch.Tensor, *,

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robust_vae.attacks.base import Attack, Problem, RunOutput, Sweep, as_attackable, per_example_generators
-from robust_vae.attacks.budgets import Norm, NormBall, unit_l2
+from robust_vae.attacks.base import (
+    NormBudgetAttack,
+    Problem,
+    RunOutput,
+    Sweep,
+    as_attackable,
+    per_example_generators,
+)
+from robust_vae.attacks.budgets import Norm, unit_l2
 from robust_vae.attacks.objectives import posterior_symmetric_kl
 from robust_vae.attacks.optim.gradients import loss_and_gradient
 from robust_vae.attacks.registry import register_attack
@@ -67,18 +74,9 @@ def _jvp(fn: RowFunction, x: torch.Tensor, tangent: torch.Tensor) -> torch.Tenso
     return pushed
 
 
-def _ball(norm: str) -> NormBall:
-    return Norm(norm).budget
-
-
-def _sweep_size(attack: Attack) -> int:
-    values = attack.sweep_values()
-    return len(values) if values else 1
-
-
 @register_attack
 @dataclass(repr=False)
-class TopSingularDirection(Attack):
+class TopSingularDirection(NormBudgetAttack):
     """Kuzina et al. 2021: x* = clip(x + ε·s·v) (``norm="l2"``, ‖v‖₂ = 1) or
     x* = clip(x + ε·s·sign(v)) (``"linf"``), v the top right-singular vector of J_μ(x).
 
@@ -100,19 +98,14 @@ class TopSingularDirection(Attack):
     power_iterations: int = 20
 
     def validate(self) -> None:
-        Norm.parse(self.norm, f"{self.name}: norm")
         super().validate()
         if self.power_iterations < 1:
             raise ConfigError(f"{self.name}: power_iterations must be >= 1, got {self.power_iterations}")
 
-    @property
-    def budget_norm(self) -> str:
-        return self.norm  # per instance: the ``norm`` field chooses the budget
-
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:
         sources, eps = problem.sources, problem.epsilon
         assert eps is not None
-        k = _sweep_size(self)
+        k = self.sweep_size()
         n = sources.shape[0] // k
         vae = as_attackable(model)
 
@@ -128,7 +121,7 @@ class TopSingularDirection(Attack):
             on_step=lambda done: progress.step(done, self.power_iterations))
         direction, sigma = direction.repeat(k, 1, 1, 1), sigma.repeat(k)
         step = direction if Norm(self.norm) is Norm.L2 else direction.sign()
-        ball = _ball(self.norm)
+        ball = self.ball
         scaled = eps.to(sources).view(-1, 1, 1, 1) * step
         with torch.no_grad():
             clean = mean(sources)
@@ -145,7 +138,7 @@ class TopSingularDirection(Attack):
 
 @register_attack
 @dataclass(repr=False)
-class SymmetricKLAttack(Attack):
+class SymmetricKLAttack(NormBudgetAttack):
     """Kuzina et al. 2022: maximise KL(q(z|x) ‖ q(z|x*)) + KL(q(z|x*) ‖ q(z|x)) over the budget.
 
     The symmetric KL is :func:`~robust_vae.attacks.objectives.posterior_symmetric_kl`: the
@@ -169,22 +162,17 @@ class SymmetricKLAttack(Attack):
     lr: float = 1e-3
 
     def validate(self) -> None:
-        Norm.parse(self.norm, f"{self.name}: norm")
         super().validate()
         if self.steps < 1:
             raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
         if not self.lr > 0:
             raise ConfigError(f"{self.name}: lr must be > 0, got {self.lr}")
 
-    @property
-    def budget_norm(self) -> str:
-        return self.norm  # per instance: the ``norm`` field chooses the budget
-
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:
         sources, eps = problem.sources, problem.epsilon
         assert eps is not None
         m = sources.shape[0]
-        ball = _ball(self.norm)
+        ball = self.ball
         vae = as_attackable(model)
         with torch.no_grad():
             clean = vae.encode(sources)

@@ -10,7 +10,7 @@ from robust_vae.core.devices import check_device
 from robust_vae.core.errors import ConfigError
 from robust_vae.evaluation.run_config import DEFAULT_BATCH_SIZE, DEFAULT_PER_PAIR
 
-__all__ = ["OneLineParser", "positive_int", "add_common", "add_dataset_options", "add_sampling_arguments",
+__all__ = ["OneLineParser", "positive_int", "positive_float", "add_common", "add_dataset_options", "add_sampling_arguments",
            "dataset_options", "setup_torch",
            "parse_overrides", "DEFAULT_PER_PAIR"]
 
@@ -30,6 +30,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (budgets, thresholds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 

@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from robust_vae.cli.options import add_common, positive_int
+from robust_vae.cli.options import add_common, positive_float, positive_int
 from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import writable_folder
 from robust_vae.evaluation.robustness import CARD_FILES, RobustnessCard, RobustnessSettings, save_card, zoo_robustness
@@ -22,17 +22,6 @@ from robust_vae.report.robustness import damage_figure, margin_figure, models_la
 from robust_vae.zoo import find_card
 
 DEFAULTS = RobustnessSettings()
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def add_parser(sub: Any) -> None:

@@ -16,6 +16,15 @@ def model_device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s first floating-point parameter (float32 without one): what inputs
+    are cast to, so a float64 model is differentiated in float64."""
+    for p in model.parameters():
+        if torch.is_floating_point(p):
+            return p.dtype
+    return torch.float32
+
+
 def check_device(device: str, what: str = "--device") -> torch.device:
     """``device`` as a ``torch.device`` that can be used here, or a one-line error with the fix."""
     try:

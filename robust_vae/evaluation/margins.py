@@ -69,8 +69,7 @@ from below, so an unconverged ``"spectral"``/``"whitened"`` bound errs high.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
 
@@ -79,9 +78,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robust_vae.attacks.base import AttackResult, check_images, per_example_generators
+from robust_vae.attacks.base import AttackResult, check_images, frozen, per_example_generators
 from robust_vae.attacks.unsupervised import top_right_singular_vector
-from robust_vae.core.devices import model_device
+from robust_vae.core.devices import model_device, model_dtype
 from robust_vae.core.errors import ConfigError
 from robust_vae.models.base import LatentParams
 
@@ -177,29 +176,6 @@ def _check_seeds(seeds: torch.Tensor | None, n: int) -> torch.Tensor:
         raise ConfigError(f"seeds must be an integer tensor of shape ({n},), got "
                           f"{tuple(seeds.shape) if isinstance(seeds, torch.Tensor) else type(seeds).__name__}")
     return seeds.to(torch.int64).cpu()
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if torch.is_floating_point(p):
-            return p.dtype
-    return torch.float32
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode with parameter gradients off, both restored after."""
-    was_training = model.training
-    requires = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), requires):
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 # ----- posterior sampling -----
@@ -302,7 +278,7 @@ def _prepare(model: nn.Module, x: torch.Tensor, what: str = "images") -> torch.T
             raise ConfigError(f"r-robustness needs a model with encode, decode and deterministic_code; "
                               f"{type(model).__name__} has no {name}")
     check_images(x, what, model)
-    return x.to(model_device(model), _model_dtype(model))
+    return x.to(model_device(model), model_dtype(model))
 
 
 def robustness_probability(model: nn.Module, x: torch.Tensor, x_star: torch.Tensor, r: float, *,
@@ -325,7 +301,7 @@ def robustness_probability(model: nn.Module, x: torch.Tensor, x_star: torch.Tens
         raise ConfigError(f"x_star has shape {tuple(x_star.shape)} but x has {tuple(x.shape)}")
     seeds = _check_seeds(seeds, x.shape[0])
     parts = [torch.zeros(0, dtype=torch.float64)]
-    with _evaluating(model), torch.no_grad():
+    with frozen(model), torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             chunk = slice(start, start + batch_size)
             sampler = _Sampler(model, x[chunk], seeds[chunk], samples, reference)
@@ -376,7 +352,7 @@ def _margin_chunk(model: nn.Module, x: torch.Tensor, seeds: torch.Tensor, r: flo
     """(margin, broken_at_max, probability, clean_probability), each (n,), for one chunk."""
     n = x.shape[0]
     everyone = torch.arange(n)
-    with _evaluating(model), torch.no_grad():
+    with frozen(model), torch.no_grad():
         sampler = _Sampler(model, x, seeds, samples, reference)
         clean = sampler.probability(x, everyone.to(x.device), r)
 
@@ -385,7 +361,7 @@ def _margin_chunk(model: nn.Module, x: torch.Tensor, seeds: torch.Tensor, r: flo
         device_rows = rows.to(x.device)
         result = attack.at_budgets(model, x[device_rows], budgets.to(x.device, x.dtype), seeds=seeds[rows])
         adversarial = result.adversarial[0].to(x.device, x.dtype)
-        with _evaluating(model), torch.no_grad():
+        with frozen(model), torch.no_grad():
             return sampler.probability(adversarial, device_rows, r)
 
     robust = clean > 0.5
@@ -448,7 +424,7 @@ def encoder_sensitivity(model: nn.Module, x: torch.Tensor, *, variant: BoundVari
     power_iterations = _check_positive_int(power_iterations, "power_iterations")
     x = _prepare(model, x)
     seeds = _check_seeds(seeds, x.shape[0])
-    with _evaluating(model):
+    with frozen(model):
         with torch.no_grad():
             params = _check_params(model.encode(x), x.shape[0])  # type: ignore[operator]
         std = torch.exp(0.5 * params.logvar)

@@ -29,16 +29,14 @@ ever built.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robust_vae.attacks.base import as_attackable, check_images
-from robust_vae.core.devices import model_device
+from robust_vae.attacks.base import as_attackable, check_images, frozen
+from robust_vae.core.devices import model_device, model_dtype
 from robust_vae.core.errors import ConfigError
 from robust_vae.models.base import LatentParams
 
@@ -62,30 +60,6 @@ class PullbackScores:
     spectral_entropy: torch.Tensor
     trace: torch.Tensor
     eigenvalues: torch.Tensor
-
-
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode with parameter gradients off, both restored after."""
-    was_training = model.training
-    requires = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), requires):
-            p.requires_grad_(flag)
-        model.train(was_training)
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's first floating-point parameter (float32 without one)."""
-    for p in model.parameters():
-        if torch.is_floating_point(p):
-            return p.dtype
-    return torch.float32
 
 
 def _check_model(model: nn.Module) -> None:
@@ -141,7 +115,7 @@ def _factor_rows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _prepare(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     _check_model(model)
     check_images(x, "images", model)
-    return x.to(model_device(model), _model_dtype(model))
+    return x.to(model_device(model), model_dtype(model))
 
 
 def pullback_factor(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +127,7 @@ def pullback_factor(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     gradients off (restored after).
     """
     x = _prepare(model, x)
-    with _frozen(model):
+    with frozen(model):
         return _factor_rows(model, x)
 
 
@@ -185,7 +159,7 @@ def pullback_scores(model: nn.Module, x: torch.Tensor, *, batch_size: int = 64) 
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     x = _prepare(model, x)
     parts: list[PullbackScores] = []
-    with _frozen(model):
+    with frozen(model):
         for start in range(0, x.shape[0], batch_size):
             parts.append(_scores_from_factor(_factor_rows(model, x[start:start + batch_size])))
     if not parts:

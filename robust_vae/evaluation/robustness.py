@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from robust_vae.attacks.max_damage import MaxDamage
 from robust_vae.attacks.unsupervised import TopSingularDirection
 from robust_vae.core import progress
+from robust_vae.core.devices import model_device
 from robust_vae.core.errors import ConfigError
 from robust_vae.core.version import __version__
 from robust_vae.data import Dataset
@@ -257,7 +258,7 @@ def _measure_units(model: nn.Module, dataset: Dataset, units: list[np.ndarray], 
     bar = tqdm(total=sum(len(u) for u in units), initial=done, desc="robustness", unit="example",
                disable=not progress_bar, dynamic_ncols=True, mininterval=0.5)
     parts = []
-    device = next(iter(model.parameters())).device
+    device = model_device(model)
     try:
         for i, unit in enumerate(units):
             if store is not None and store.done(i):

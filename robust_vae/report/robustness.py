@@ -9,7 +9,7 @@ headline numbers, and :func:`damage_figure` with one curve per model.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,3 @@ def margin_figure(examples: Mapping[str, pd.DataFrame], path: str | Path) -> Non
     ax.grid(alpha=0.3)
     ax.legend(markerscale=2)
     save_figure(fig, path)
-
-
-def headline_order() -> Sequence[str]:
-    return [c for c, _ in HEADLINE]
