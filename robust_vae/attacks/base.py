@@ -72,6 +72,12 @@ class AttackResult:
         index = self.latent_distance.argmin(0)
         return self.select(index), index
 
+    def most_damaging(self) -> tuple[AttackResult, torch.Tensor]:
+        """Per example, the sweep entry of largest ``objective`` (untargeted attacks report the
+        damage they did there); returns it and the index."""
+        index = self.objective.argmax(0)
+        return self.select(index), index
+
 
 def per_example_generators(seeds: torch.Tensor) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
@@ -238,6 +244,9 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     sweep_field: ClassVar[str | None] = None
+    # untargeted attacks ignore the target and report damage as ``objective``: a sweep is
+    # reduced by the largest damage, not by the distance to a target code they never aimed at
+    untargeted: ClassVar[bool] = False
 
     seed: int = field(default=0, kw_only=True)
     device: str | None = field(default=None, kw_only=True)
@@ -270,6 +279,13 @@ class Attack:
             for value in self._as_list(epsilon):
                 if not value >= 0:
                     raise ConfigError(f"{self.name}: epsilon must be >= 0, got {value}")
+
+    def reduce_sweep(self, result: AttackResult) -> tuple[AttackResult, torch.Tensor]:
+        """K > 1 → K = 1 and the chosen sweep index (N,): the entry closest to the target code
+        (targeted attacks) or of largest damage (:attr:`untargeted`); K = 1 is returned as is."""
+        if result.l2.shape[0] == 1:
+            return result, torch.zeros(result.l2.shape[1], dtype=torch.int64, device=result.l2.device)
+        return result.most_damaging() if self.untargeted else result.best_latent()
 
     def bind(self, *, classifier: nn.Module | None = None, data_dir: str | None = None) -> Attack:
         """Context beyond the hyperparameters: the evaluation classifier and the data root

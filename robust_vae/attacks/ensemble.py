@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robust_vae.attacks.base import Attack, AttackResult, Problem, RunOutput, as_attackable
+from robust_vae.attacks.base import Attack, Problem, RunOutput, as_attackable
 from robust_vae.attacks.options import Choice
 from robust_vae.attacks.recipe import load_attack, read_recipe
 from robust_vae.attacks.registry import register_attack
@@ -204,7 +204,7 @@ class EnsembleAttack(Attack):
                 with progress.listen(_forward_progress(outer, i, total)):
                     result = attack(model, sources[rows], targets[rows], seeds=problem.seeds[rows.cpu()],
                                     target_classes=target_class[rows])
-                result = _reduce_sweep(result)
+                result = attack.reduce_sweep(result)[0]
                 adv = result.adversarial[0]
                 found = success_level(reconstruction_labels(model, classifier, adv),
                                       source_class[rows], target_class[rows])
@@ -228,11 +228,6 @@ def _epsilon_key(attack: Attack) -> Any:
     if isinstance(value, (list, tuple)):
         raise ConfigError(f"ensemble: member {attack.name} sweeps ε; give each member one budget")
     return None if value is None else float(value)
-
-
-def _reduce_sweep(result: AttackResult) -> AttackResult:
-    """K > 1: per example the sweep entry closest to the target code (as the success matrix does)."""
-    return result.best_latent()[0] if result.l2.shape[0] > 1 else result
 
 
 def _forward_progress(outer: contextvars.Context, index: int, total: int) -> progress.StepCallback:

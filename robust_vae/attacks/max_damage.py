@@ -114,6 +114,7 @@ class MaxDamage(NormBudgetAttack):
     """
 
     name = "max-damage"
+    untargeted = True
     sweep_field = "epsilon"
 
     epsilon: Sweep = 1.0

@@ -91,6 +91,7 @@ class TopSingularDirection(NormBudgetAttack):
     """
 
     name = "unsupervised"
+    untargeted = True
     sweep_field = "epsilon"
 
     epsilon: Sweep = 1.0
@@ -154,6 +155,7 @@ class SymmetricKLAttack(NormBudgetAttack):
     """
 
     name = "unsupervised-kl"
+    untargeted = True
     sweep_field = "epsilon"
 
     epsilon: Sweep = 1.0

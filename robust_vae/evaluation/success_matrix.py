@@ -545,10 +545,7 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
             result = attack(model, xs, xt, seeds=seeds[rows], target_classes=torch.from_numpy(t_cls[rows]))
         if bar is not None and bar.n < start + len(rows):
             bar.update(start + len(rows) - bar.n)
-        if result.l2.shape[0] > 1:
-            result, sweep_index = result.best_latent()
-        else:
-            sweep_index = torch.zeros(len(rows), dtype=torch.int64)
+        result, sweep_index = attack.reduce_sweep(result)
         adversarial = result.adversarial[0]
         recon, pred = _classify_reconstructions(model, classifier, adversarial)
         columns["prediction"].append(pred.cpu().numpy())

@@ -154,6 +154,25 @@ def test_monotone_envelope_takes_the_best_smaller_radius() -> None:
     assert bool((envelope.l2 <= torch.tensor(radii).view(-1, 1)).all())
 
 
+def test_a_sweep_reduces_to_its_most_damaging_entry_not_the_closest_code() -> None:
+    """Untargeted: a success matrix keeps, per example, the radius of largest damage (the
+    largest radius on an unsorted grid), where "closest to the target code" would pick another."""
+    model = linear_autoencoder()
+    x = random_images(3)
+    radii = [0.5, 2.0, 0.1]
+    attack = make_attack("max-damage", epsilon=radii, steps=10)
+    assert attack.untargeted
+    result = attack(model, x, x.flip(0), seeds=SEEDS[:3])
+    best, index = attack.reduce_sweep(result)
+    assert index.tolist() == [1, 1, 1]
+    assert torch.equal(best.objective[0], result.objective.amax(0))
+    assert torch.equal(best.adversarial[0], result.adversarial[1])
+    assert not torch.equal(index, result.best_latent()[1])
+    single = make_attack("max-damage", epsilon=0.5, steps=10)
+    alone = single(model, x, x, seeds=SEEDS[:3])
+    assert single.reduce_sweep(alone)[0] is alone
+
+
 # ----------------------------------------------------------------------------- per-example budgets
 @pytest.mark.parametrize("optimizer", ["pgd", "lbfgsb"])
 def test_at_budgets_equals_the_sweep_entry_of_that_radius(optimizer: str) -> None:

@@ -7,8 +7,10 @@ import math
 import time
 
 import pytest
+import torch
 
 from robust_vae.attacks import ATTACKS, load_attack, read_recipe, recipe_names
+from robust_vae.attacks.base import AttackResult
 from robust_vae.attacks.latent import LatentAdam, LatentLBFGSB
 from robust_vae.core.errors import ConfigError
 
@@ -93,3 +95,19 @@ def test_tabacof_sweep_shapes_on_32_real_pairs(small_vae, mnist_test) -> None:  
     assert best.adversarial.shape == (1, 32, 1, 32, 32) and index.shape == (32,)
     assert math.isfinite(elapsed)
     print(f"tabacof K=41 x 32 pairs, max_iter=1: {elapsed:.1f} s")
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_reduces_a_sweep_by_its_own_rule(name: str) -> None:
+    """K = 3 × N = 4, built so that the closest code and the largest objective sit at different
+    entries: targeted attacks keep the closest code, untargeted ones the largest damage."""
+    attack = load_attack(name)
+    latent = torch.tensor([[0.1, 0.9, 0.5, 0.5], [0.5, 0.1, 0.9, 0.5], [0.9, 0.5, 0.1, 0.1]])
+    objective = torch.tensor([[0.0, 2.0, 1.0, 1.0], [2.0, 0.0, 0.0, 2.0], [1.0, 1.0, 2.0, 0.0]])
+    result = AttackResult(adversarial=torch.arange(12.0).view(3, 4, 1, 1, 1), l2=latent.clone(), linf=latent.clone(),
+                          latent_distance=latent, objective=objective, iterations=torch.zeros(3, 4),
+                          sweep_name="s", sweep_values=[1.0, 2.0, 3.0], attack=name)
+    best, index = attack.reduce_sweep(result)
+    expected = [1, 0, 2, 1] if attack.untargeted else [0, 1, 2, 2]
+    assert index.tolist() == expected
+    assert best.adversarial.flatten().tolist() == [4.0 * k + i for i, k in enumerate(expected)]
