@@ -62,6 +62,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sample and the attacks (default: 0)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder of a single model (default: reports/<dataset>/<model>[-seed<S>]/robustness/)")
+    p.add_argument("--no-latent-accuracy", action="store_true",
+                   help="leave out the latent-classifier accuracy (clean and under both attacks; the classifier "
+                        "is trained on the model's train-split codes on first use and cached)")
     p.add_argument("--restart", action="store_true", help="discard a stored card of another configuration")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
     p.set_defaults(handler=cmd_robustness)
@@ -99,6 +102,8 @@ def command_line(args: argparse.Namespace, models: list[str]) -> str:
             parts += [option, f"{value:g}" if isinstance(value, float) else str(value)]
     if tuple(args.radii) != DEFAULTS.radii:
         parts += ["--radii", *[f"{r:g}" for r in args.radii]]
+    if args.no_latent_accuracy:
+        parts.append("--no-latent-accuracy")
     return " ".join(shlex.quote(p) if p != parts[0] else p for p in parts)
 
 
@@ -113,7 +118,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     cards: dict[str, RobustnessCard] = {}
     for name in models:
         card = zoo_robustness(name, args.dataset, args.seed_model, settings, device=args.device,
-                              data_dir=args.data_dir, out=folders[name], restart=args.restart, progress_bar=True)
+                              data_dir=args.data_dir, out=folders[name], restart=args.restart, progress_bar=True,
+                              latent_accuracy=not args.no_latent_accuracy)
         save_card(card, folders[name], command_line(args, [name]))
         cards[name] = card
         print(f"wrote {folders[name]}/ ({', '.join(CARD_FILES)})")

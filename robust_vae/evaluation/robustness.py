@@ -12,7 +12,11 @@ For a fixed, seeded sample of test examples, every example gets:
   with the probability over the encoder's sampling (:mod:`robust_vae.evaluation.margins`), and
   ``margin_bound``, the paper's lower bound from σ and J_μ;
 * ``pullback_lambda_max`` / ``pullback_entropy``: the pulled-back Fisher–Rao metric's largest
-  eigenvalue and spectral entropy (Khan & Storkey 2023; :mod:`robust_vae.evaluation.pullback`).
+  eigenvalue and spectral entropy (Khan & Storkey 2023; :mod:`robust_vae.evaluation.pullback`);
+* with a latent classifier (an MLP on the model's codes φ(x), trained on the train split:
+  :mod:`robust_vae.attacks.latent_classifier`): ``latent_correct_clean`` and
+  ``maxdamage_latent_correct`` / ``unsupervised_latent_correct``, 1 where it labels φ(x) /
+  φ(x*) correctly, so their means are the latent-classifier accuracy clean and under attack.
 
 Examples are processed in fixed units of ``unit_size`` (the sample and the units depend only on
 the settings); each finished unit is saved at once (:class:`RunStore`), so an interrupted card
@@ -39,6 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robust_vae.attacks.latent_classifier import attack_codes, latent_classifier_for
 from robust_vae.attacks.max_damage import MaxDamage
 from robust_vae.attacks.unsupervised import TopSingularDirection
 from robust_vae.core import progress
@@ -133,19 +138,37 @@ def example_indices(num_test: int, settings: RobustnessSettings) -> np.ndarray:
     return np.sort(rng.choice(num_test, size=count, replace=False))
 
 
-def example_columns(settings: RobustnessSettings) -> list[str]:
-    """The per-example columns of ``examples.csv`` after ``index`` and ``label``, in order."""
+LATENT_COLUMNS = ("latent_correct_clean", "maxdamage_latent_correct", "unsupervised_latent_correct")
+
+
+def example_columns(settings: RobustnessSettings, *, latent_classifier: bool = False) -> list[str]:
+    """The per-example columns of ``examples.csv`` after ``index`` and ``label``, in order
+    (:data:`LATENT_COLUMNS` last, with a latent classifier)."""
     columns = [radius_column(r) for r in settings.radii]
     columns += [f"maxdamage_{c}" for c in METRIC_COLUMNS] + [f"unsupervised_{c}" for c in METRIC_COLUMNS]
     columns += ["unsupervised_latent_shift", "margin", "margin_broken_at_max", "margin_bound",
                 "clean_probability", "pullback_lambda_max", "pullback_entropy"]
-    return columns
+    return columns + list(LATENT_COLUMNS) if latent_classifier else columns
+
+
+def latent_correct(model: nn.Module, latent_classifier: nn.Module, images: torch.Tensor,
+                   labels: torch.Tensor) -> np.ndarray:
+    """(N,) float64: 1 where ``latent_classifier`` labels the code φ of ``images`` (N, C, H, W)
+    as ``labels`` (N,), else 0 (its mean is the latent-classifier accuracy)."""
+    codes = attack_codes(model, images)
+    with torch.no_grad():
+        predictions = latent_classifier(codes.to(model_device(latent_classifier))).argmax(1).cpu()
+    return _numpy(predictions == labels.cpu())
 
 
 def measure_unit(model: nn.Module, images: torch.Tensor, indices: np.ndarray,
-                 settings: RobustnessSettings) -> dict[str, np.ndarray]:
+                 settings: RobustnessSettings, *, latent_classifier: nn.Module | None = None,
+                 labels: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Every per-example column (:func:`example_columns`) for ``images`` (N, C, H, W) at test
-    ``indices`` (N,): name -> (N,) float64."""
+    ``indices`` (N,) with their ``labels`` (N,) when there is a ``latent_classifier``:
+    name -> (N,) float64."""
+    if latent_classifier is not None and labels is None:
+        raise ConfigError("robustness: the latent-classifier accuracy needs the examples' labels")
     seeds = torch.as_tensor(settings.seed * SEED_STRIDE + indices, dtype=torch.int64)
     columns: dict[str, np.ndarray] = {}
     damage = settings.damage_attack()(model, images, images, seeds=seeds)
@@ -171,6 +194,11 @@ def measure_unit(model: nn.Module, images: torch.Tensor, indices: np.ndarray,
     scores = pullback_scores(model, images)
     columns["pullback_lambda_max"] = _numpy(scores.largest_eigenvalue)
     columns["pullback_entropy"] = _numpy(scores.spectral_entropy)
+    if latent_classifier is not None and labels is not None:
+        columns["latent_correct_clean"] = latent_correct(model, latent_classifier, images, labels)
+        columns["maxdamage_latent_correct"] = latent_correct(model, latent_classifier, damage.adversarial[at], labels)
+        columns["unsupervised_latent_correct"] = latent_correct(model, latent_classifier,
+                                                                unsupervised.adversarial[0], labels)
     return columns
 
 
@@ -219,8 +247,10 @@ def per_class_means(examples: pd.DataFrame, columns: Sequence[str]) -> pd.DataFr
 def robustness_card(model: nn.Module, dataset: Dataset, settings: RobustnessSettings, *,
                     out: Path | None = None, fingerprint: Mapping[str, Any] | None = None,
                     restart: bool = False, progress_bar: bool = False,
-                    identity: Mapping[str, Any] | None = None) -> RobustnessCard:
-    """The report card of ``model`` on ``dataset`` (its test split).
+                    identity: Mapping[str, Any] | None = None,
+                    latent_classifier: nn.Module | None = None) -> RobustnessCard:
+    """The report card of ``model`` on ``dataset`` (its test split); with ``latent_classifier``
+    ((N, D) codes -> (N, K) logits) also its accuracy clean and under both attacks.
 
     With ``out``, finished units are kept in ``out/progress/`` under ``fingerprint`` (a mapping
     of everything that changes a number; the settings are added) and reused when the same card is
@@ -236,11 +266,11 @@ def robustness_card(model: nn.Module, dataset: Dataset, settings: RobustnessSett
     with store.lock() if store is not None else contextlib.nullcontext():
         if store is not None:
             store.check_or_start(full_fingerprint, restart=restart)
-        parts = _measure_units(model, dataset, units, settings, store, progress_bar)
+        parts = _measure_units(model, dataset, units, settings, store, progress_bar, latent_classifier)
     examples = pd.DataFrame({"index": indices, "label": dataset.labels[torch.as_tensor(indices)].numpy()})
-    for column in example_columns(settings):
+    columns = example_columns(settings, latent_classifier=latent_classifier is not None)
+    for column in columns:
         examples[column] = np.concatenate([part[column] for part in parts]) if parts else np.zeros(0)
-    columns = example_columns(settings)
     metadata = {
         "settings": settings.to_dict(), **dict(identity or {}), "dataset": dataset.name,
         "num_examples": int(len(indices)), "metrics": metrics_settings(),
@@ -253,7 +283,8 @@ def robustness_card(model: nn.Module, dataset: Dataset, settings: RobustnessSett
 
 
 def _measure_units(model: nn.Module, dataset: Dataset, units: list[np.ndarray], settings: RobustnessSettings,
-                   store: RunStore | None, progress_bar: bool) -> list[dict[str, np.ndarray]]:
+                   store: RunStore | None, progress_bar: bool,
+                   latent_classifier: nn.Module | None) -> list[dict[str, np.ndarray]]:
     done = sum(len(unit) for i, unit in enumerate(units) if store is not None and store.done(i))
     bar = tqdm(total=sum(len(u) for u in units), initial=done, desc="robustness", unit="example",
                disable=not progress_bar, dynamic_ncols=True, mininterval=0.5)
@@ -266,7 +297,8 @@ def _measure_units(model: nn.Module, dataset: Dataset, units: list[np.ndarray], 
                 continue
             images = dataset.images[torch.as_tensor(unit)].to(device)
             with progress.listen(_postfix(bar, f"unit {i + 1}/{len(units)}")):
-                arrays = measure_unit(model, images, unit, settings)
+                arrays = measure_unit(model, images, unit, settings, latent_classifier=latent_classifier,
+                                      labels=dataset.labels[torch.as_tensor(unit)])
             if store is not None:
                 store.save_unit(i, arrays)
             parts.append(arrays)
@@ -285,18 +317,27 @@ def _postfix(bar: Any, prefix: str) -> progress.StepCallback:
 
 def zoo_robustness(name: str, dataset: str = "mnist", model_seed: int = 0, settings: RobustnessSettings | None = None,
                    *, device: str = "cpu", data_dir: str | None = None, out: Path | None = None,
-                   restart: bool = False, progress_bar: bool = False) -> RobustnessCard:
+                   restart: bool = False, progress_bar: bool = False,
+                   latent_accuracy: bool = True) -> RobustnessCard:
     """The report card of the zoo model ``name`` (seed ``model_seed``) on ``dataset``'s test split,
-    loaded at the model's image shape; the fingerprint holds the weights' and the data's sha256."""
+    loaded at the model's image shape; the fingerprint holds the weights' and the data's sha256.
+    ``latent_accuracy``: also the accuracy of the model's cached latent classifier (trained on
+    first use, :func:`~robust_vae.attacks.latent_classifier.latent_classifier_for`)."""
     settings = settings or RobustnessSettings()
     card = find_card(name, dataset, model_seed)
     model = load_model(name, dataset, seed=model_seed, device=device)
     test = load_dataset_at(dataset, "test", model.image_shape, data_dir, what=name)
-    identity = {"model": card.name, "family": card.data["family"], "model_seed": card.seed,
+    identity: dict[str, Any] = {"model": card.name, "family": card.data["family"], "model_seed": card.seed,
                 "weights_sha256": card.data["sha256"]}
     fingerprint = {**identity, "dataset": dataset, "dataset_sha256": dataset_digest(dataset, data_dir)}
+    latent_classifier = None
+    if latent_accuracy:
+        latent_classifier, latent_card = latent_classifier_for(model, dataset, data_dir=data_dir, progress=progress_bar)
+        identity["latent_classifier"] = {"sha256": latent_card.data["sha256"],
+                                         "test_accuracy": latent_card.data["metrics"]["test_accuracy"]}
+        fingerprint["latent_classifier_sha256"] = latent_card.data["sha256"]
     return robustness_card(model, test, settings, out=out, fingerprint=fingerprint, restart=restart,
-                           progress_bar=progress_bar, identity=identity)
+                           progress_bar=progress_bar, identity=identity, latent_classifier=latent_classifier)
 
 
 CARD_FILES = ("examples.csv", "summary.csv", "per_class.csv", "card.json", "card.md", "card.tex",

@@ -34,6 +34,9 @@ LABELS: dict[str, str] = {
     "clean_probability": "P(‖f(x) − f(x)‖ ≤ r) without attack",
     "pullback_lambda_max": "pullback metric λ_max",
     "pullback_entropy": "pullback metric spectral entropy",
+    "latent_correct_clean": "latent-classifier accuracy, clean",
+    "maxdamage_latent_correct": "latent-classifier accuracy, max damage",
+    "unsupervised_latent_correct": "latent-classifier accuracy, unsupervised",
 }
 # the headline columns of the one-row-per-model table, with short headers
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -45,6 +48,8 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("unsupervised_symmetric_kl", "sym. KL (unsup.)"),
     ("pullback_lambda_max", "λ_max"),
     ("pullback_entropy", "entropy"),
+    ("latent_correct_clean", "latent acc."),
+    ("maxdamage_latent_correct", "latent acc. (max damage)"),
 )
 
 

@@ -80,6 +80,38 @@ def test_units_resume_and_files(small_vae, mnist_test, tmp_path: Path, card) -> 
     assert "r-robustness margin" in (out / "card.md").read_text()
 
 
+def test_latent_classifier_accuracy_clean_and_under_attack(small_vae, mnist_test, tmp_path: Path,
+                                                          card) -> None:  # type: ignore[no-untyped-def]
+    """With a latent classifier the card gains its per-example correctness on φ(x) and on both
+    attacks' φ(x*): 0/1, the clean one equal to the classifier's own labels of the codes, the
+    other columns unchanged; the accuracy at the largest budget falls below the clean one."""
+    import torch
+
+    from robust_vae.attacks.latent_classifier import LatentClassifierConfig, attack_codes, latent_classifier_for
+    from robust_vae.evaluation.robustness import LATENT_COLUMNS, measure_unit
+
+    net, _ = latent_classifier_for(small_vae, "mnist", LatentClassifierConfig(epochs=1, train_size=2000),
+                                   cache_dir=tmp_path, progress=False)
+    with_latent = robustness_card(small_vae, mnist_test, SMALL, latent_classifier=net)
+    examples = with_latent.examples
+    assert list(examples.columns) == ["index", "label", *example_columns(SMALL, latent_classifier=True)]
+    assert list(examples.columns[-3:]) == list(LATENT_COLUMNS)
+    assert set(np.unique(examples[list(LATENT_COLUMNS)].to_numpy())) <= {0.0, 1.0}
+    index = torch.as_tensor(examples["index"].to_numpy().copy())
+    with torch.no_grad():
+        own = net(attack_codes(small_vae, mnist_test.images[index])).argmax(1)
+    assert np.array_equal(examples["latent_correct_clean"].to_numpy(), (own == mnist_test.labels[index]).double().numpy())
+    pd.testing.assert_frame_equal(examples[card.examples.columns], card.examples)
+    wide = RobustnessSettings(examples=16, radii=(8.0,), metric_radius=8.0, samples=2, max_budget=1.0,
+                              bisection_steps=1, steps=10, restarts=1, power_iterations=3, unit_size=16)
+    unit = np.arange(16)
+    values = measure_unit(small_vae, mnist_test.images[:16], unit, wide, latent_classifier=net,
+                          labels=mnist_test.labels[:16])
+    assert values["maxdamage_latent_correct"].mean() < values["latent_correct_clean"].mean()
+    with pytest.raises(ConfigError, match="labels"):
+        measure_unit(small_vae, mnist_test.images[:2], unit[:2], wide, latent_classifier=net)
+
+
 @pytest.mark.parametrize(("change", "match"), [
     ({"norm": "l3"}, "norm"), ({"radii": (1.0, 0.5)}, "increasing"), ({"metric_radius": 0.7}, "metric radius"),
     ({"samples": 0}, "samples"), ({"radii": ()}, "radii"),
@@ -95,7 +127,7 @@ def test_cli_writes_a_card_per_model_and_the_table(small_zoo: Path, tmp_path: Pa
     env = {**os.environ, "ROBUST_VAE_MODELS": str(small_zoo)}
     command = [sys.executable, "-m", "robust_vae", "robustness", "--model", "vae", "--examples", "4",
                "--radii", "0.5", "1", "--samples", "4", "--bisection-steps", "2", "--steps", "2", "--restarts", "1",
-               "--threads", "1"]
+               "--threads", "1", "--no-latent-accuracy"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "reports" / "mnist" / "vae" / "robustness"
