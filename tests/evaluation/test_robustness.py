@@ -137,3 +137,23 @@ def test_cli_writes_a_card_per_model_and_the_table(small_zoo: Path, tmp_path: Pa
     bad = subprocess.run([*command[:4], "--model", "vae", "--metric-radius", "0.7"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "metric radius" in bad.stderr
+
+
+def test_readme_robustness_table_is_the_trio_cards() -> None:
+    """The README's trio table is `reports/mnist/robustness/models.md`, and that table is what the
+    three committed cards (card.json: summary and settings) give: keep both true."""
+    from robust_vae.report.robustness import models_markdown
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    start, end = "<!-- robustness-table:start -->\n", "<!-- robustness-table:end -->"
+    assert start in readme, "README has no robustness-table block"
+    pasted = readme[readme.index(start) + len(start):readme.index(end)].strip()
+    written = (root / "reports" / "mnist" / "robustness" / "models.md").read_text()
+    assert pasted in written, "README's robustness table is stale: paste reports/mnist/robustness/models.md"
+    cards = {}
+    for name in ("vae", "vae-wd", "jointvae"):
+        data = json.loads((root / "reports" / "mnist" / name / "robustness" / "card.json").read_text())
+        summary = pd.DataFrame([{"metric": k, **v} for k, v in data["summary"].items()])
+        cards[name] = (summary, data)
+    assert pasted == models_markdown(cards).strip()
