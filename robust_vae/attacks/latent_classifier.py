@@ -126,12 +126,18 @@ def attack_codes(model: nn.Module, images: torch.Tensor, batch_size: int = 1000)
 
 
 @torch.no_grad()
+def code_predictions(classifier: nn.Module, codes: torch.Tensor) -> torch.Tensor:
+    """The labels (N,) int64 on the CPU that ``classifier`` gives ``codes`` (N, D), in chunks on
+    its own device."""
+    device = model_device(classifier)
+    with torch.no_grad():
+        return torch.cat([classifier(codes[i:i + 4096].to(device)).argmax(-1).cpu()
+                          for i in range(0, len(codes), 4096)])
+
+
 def code_accuracy(classifier: nn.Module, codes: torch.Tensor, labels: torch.Tensor) -> float:
     classifier.eval()
-    device = model_device(classifier)
-    predictions = torch.cat([classifier(codes[i:i + 4096].to(device)).argmax(-1).cpu()
-                             for i in range(0, len(codes), 4096)])
-    return float((predictions == labels).float().mean())
+    return float((code_predictions(classifier, codes) == labels).float().mean())
 
 
 def train_latent_classifier(

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robust_vae.attacks.latent_classifier import attack_codes, latent_classifier_for
+from robust_vae.attacks.latent_classifier import attack_codes, code_predictions, latent_classifier_for
 from robust_vae.attacks.max_damage import MaxDamage
 from robust_vae.attacks.unsupervised import TopSingularDirection
 from robust_vae.core import progress
@@ -155,10 +155,7 @@ def latent_correct(model: nn.Module, latent_classifier: nn.Module, images: torch
                    labels: torch.Tensor) -> np.ndarray:
     """(N,) float64: 1 where ``latent_classifier`` labels the code φ of ``images`` (N, C, H, W)
     as ``labels`` (N,), else 0 (its mean is the latent-classifier accuracy)."""
-    codes = attack_codes(model, images)
-    with torch.no_grad():
-        predictions = latent_classifier(codes.to(model_device(latent_classifier))).argmax(1).cpu()
-    return _numpy(predictions == labels.cpu())
+    return _numpy(code_predictions(latent_classifier, attack_codes(model, images)) == labels.cpu())
 
 
 def measure_unit(model: nn.Module, images: torch.Tensor, indices: np.ndarray,
@@ -328,7 +325,7 @@ def zoo_robustness(name: str, dataset: str = "mnist", model_seed: int = 0, setti
     model = load_model(name, dataset, seed=model_seed, device=device)
     test = load_dataset_at(dataset, "test", model.image_shape, data_dir, what=name)
     identity: dict[str, Any] = {"model": card.name, "family": card.data["family"], "model_seed": card.seed,
-                "weights_sha256": card.data["sha256"]}
+                                "weights_sha256": card.data["sha256"]}
     fingerprint = {**identity, "dataset": dataset, "dataset_sha256": dataset_digest(dataset, data_dir)}
     latent_classifier = None
     if latent_accuracy:
