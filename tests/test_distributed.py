@@ -278,6 +278,49 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def test_the_coordinator_keeps_one_run_per_worker_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs are submitted one per worker thread, in order, the next when one finishes: a long run
+    on one worker does not hold back runs queued behind it while the other worker idles."""
+    from types import SimpleNamespace
+
+    from distributed import Client, LocalCluster
+
+    import robust_vae.analysis.distributed as distributed
+
+    seconds = [2.0, 0.2, 0.2, 0.2, 0.2]
+    starts = tmp_path / "starts"  # the task is serialised even in-process: a list would be copied
+
+    def pretend_run(task: Any) -> distributed.TaskResult:
+        with starts.open("a") as file:
+            file.write(f"{task.index}\n")
+        time.sleep(seconds[task.index])
+        return distributed.TaskResult(task.key, "here", os.getpid(), seconds[task.index])
+
+    monkeypatch.setattr(distributed, "execute_run", pretend_run)
+    tasks = [SimpleNamespace(index=i, key=f"pretend-run-{i}", label=f"run {i}", folder_absolute=str(tmp_path / str(i)))
+             for i in range(len(seconds))]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        submitted: list[Any] = []
+        peak = 0
+        submit = client.submit
+
+        def counted_submit(*args: Any, **kwargs: Any) -> Any:
+            nonlocal peak
+            future = submit(*args, **kwargs)
+            submitted.append(future)
+            peak = max(peak, sum(not f.done() for f in submitted))
+            return future
+
+        monkeypatch.setattr(client, "submit", counted_submit)
+        made = distributed._gather(client, list(range(len(seconds))), tasks, log=lambda message: None,
+                                   progress=False)  # type: ignore[arg-type]
+    assert sorted(made) == list(range(len(seconds)))
+    assert peak == 2, f"{peak} runs were on the cluster at once with 2 worker threads"
+    assert [int(line) for line in starts.read_text().split()] == list(range(len(seconds)))
+    assert made[-1] == 0, "the four short runs finish on one worker while the long one runs on the other"
+
+
 def test_readme_slurm_configuration_builds_the_cluster() -> None:
     """The README's SLURM example makes a SLURMCluster whose job script starts one
     single-threaded worker per core with the study's environment (no SLURM needed)."""
