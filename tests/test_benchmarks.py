@@ -130,3 +130,16 @@ def test_attack_table_runs_through_run_attack(tmp_path: Path) -> None:
     text = (out / "attack_table.md").read_text()
     assert text.startswith("| attack (recipe) | optimises | `vae` AS target (ignore-target) |")
     assert f"a mean over {row['cells']} cells" in text and f"over the {row['cells']} ordered" in table["note"]
+
+
+def test_readme_lbfgsb_precision_table_is_the_committed_result() -> None:
+    """The README's objective-cost table is `python -m benchmarks.lbfgsb_precision --render`."""
+    from benchmarks.lbfgsb_precision import table
+
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- lbfgsb-precision:start -->\n", "<!-- lbfgsb-precision:end -->"
+    pasted = readme[readme.index(start) + len(start):readme.index(end)]
+    report = json.loads((RESULTS / "lbfgsb_precision.json").read_text())
+    assert pasted.strip() == table(report).strip()
+    assert {(r["precision"], r["row_by_row"]) for r in report["results"]} == {
+        (p, b) for p in ("float32", "float64") for b in (False, True)}

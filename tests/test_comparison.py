@@ -24,8 +24,9 @@ SETUP = {"dataset": "mnist", "attack": "latent-adam", "recipe": "thesis", "per_p
 
 
 def make_run(folder: Path, n, hits_target, hits_ignore=None, model: str = "vae", model_seed: int = 0,
-             examples: bool = True, **meta) -> Path:  # type: ignore[no-untyped-def]
-    """A run folder with the given per-cell counts (scalars broadcast to the 90 cells)."""
+             examples: bool = True, auddc=None, **meta) -> Path:  # type: ignore[no-untyped-def]
+    """A run folder with the given per-cell counts (scalars broadcast to the 90 cells);
+    ``auddc``: a callable (rows -> values) giving the examples an AUDDC column, as a swept run has."""
     n = np.broadcast_to(np.asarray(n, np.int64), (90,))
     ht = np.broadcast_to(np.asarray(hits_target, np.int64), (90,))
     hi = ht if hits_ignore is None else np.broadcast_to(np.asarray(hits_ignore, np.int64), (90,))
@@ -41,7 +42,10 @@ def make_run(folder: Path, n, hits_target, hits_ignore=None, model: str = "vae",
         for (s, t), k, a, b in zip(PAIRS, n, ht, hi):
             other = next(c for c in range(10) if c not in (s, t))
             rows += [(s, t, t)] * a + [(s, t, other)] * (b - a) + [(s, t, s)] * (k - b)
-        pd.DataFrame(rows, columns=["source", "target", "prediction"]).to_csv(folder / "examples.csv.gz", index=False)
+        frame = pd.DataFrame(rows, columns=["source", "target", "prediction"])
+        if auddc is not None:
+            frame["auddc"] = auddc(len(frame))
+        frame.to_csv(folder / "examples.csv.gz", index=False)
     metadata = {**SETUP, "model": model, "model_seed": model_seed, "label": model, **meta}
     (folder / "run.json").write_text(json.dumps(metadata))
     return folder
@@ -218,6 +222,30 @@ def test_compare_command_writes_csv_tex_md(tmp_path: Path, capsys: pytest.Captur
     assert cli_main(["compare", "--a", str(tmp_path / "missing"), "--b", str(b[0])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("robust-vae compare: error:") and "not a finished run" in err[0]
+
+
+def test_auddc_is_compared_when_every_run_has_curves(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    a = [make_run(tmp_path / f"a{i}", 10, 5, model="jointvae", model_seed=i, auddc=lambda k: rng.uniform(0.2, 0.4, k))
+         for i in range(3)]
+    b = [make_run(tmp_path / f"b{i}", 10, 5, model="vae", model_seed=i, auddc=lambda k: rng.uniform(0.5, 0.7, k))
+         for i in range(3)]
+    result = compare_runs(a, b, bootstrap=400, permutations=500)
+    assert [m.metric for m in result.metrics] == ["as_target", "as_ignore_target", "auddc"]
+    auddc = result.metric("auddc")
+    assert auddc.difference == pytest.approx(-0.3, abs=0.01)
+    assert auddc.lo < auddc.difference < auddc.hi < 0 and auddc.b_higher == 90 and auddc.permutation_p < 0.01
+    # a single run's interval is the example-bootstrap one: 1.96 standard errors of 900 U(0.2, 0.4) draws
+    one = compare_runs(a[:1], b[:1], bootstrap=2000, permutations=100).metric("auddc")
+    half_width = (one.hi_a - one.lo_a) / 2
+    assert half_width == pytest.approx(1.96 * 0.2 / np.sqrt(12) / np.sqrt(900), rel=0.2)
+    text = result.to_markdown()
+    assert "| AUDDC |" in text and f"{auddc.mean_a:.4f} [" in text and "area units" in text
+    # the rates' intervals do not move when AUDDC joins (their random streams are their own)
+    plain = [make_run(tmp_path / f"p{i}", 10, 5, model="jointvae", model_seed=i) for i in range(3)]
+    without = compare_runs(plain, b, bootstrap=400, permutations=500)
+    assert [m.metric for m in without.metrics] == ["as_target", "as_ignore_target"]
+    assert without.metric("as_target") == result.metric("as_target")
 
 
 # ----------------------------------------------------------------- the study runner

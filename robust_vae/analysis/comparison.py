@@ -1,4 +1,5 @@
-"""Compare two groups of success-matrix runs: A − B in mean AS target and AS ignore-target.
+"""Compare two groups of success-matrix runs: A − B in mean AS target and AS ignore-target,
+and in mean AUDDC when every run is a targeted sweep that recorded its curves.
 
 A *group* is one or more run folders (``robust-vae attack`` output) of the same model and
 attack, one per model seed. Its statistic for a rate is thesis-style: per run, the unweighted
@@ -22,6 +23,12 @@ runs; the differences over the cells defined in both groups go to a Wilcoxon sig
 test (``scipy.stats.wilcoxon``) and to a two-sided sign-flip permutation test of their mean.
 It asks whether one group is higher across pairs; it does not include seed variation (the
 bootstrap interval does).
+
+AUDDC (``robust_vae.evaluation.curves``) is averaged the same way (per cell the mean over its
+examples, per run the unweighted mean over cells, then over runs) and bootstrapped the same way
+(seeds, then each cell's examples with replacement); it is an area in [0, 1], so its
+differences are in area units, not percentage points (the CSV's ``_pct``/``_pp`` columns hold
+100 × the area for its rows).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from robust_vae.core.errors import ConfigError, DataError
+from robust_vae.evaluation.curves import cell_bootstrap_means
 from robust_vae.report.success import RATE_LABELS, RATES
 from robust_vae.report.tables import latex_escape, latex_table, markdown_table
 
@@ -46,6 +54,7 @@ from robust_vae.report.tables import latex_escape, latex_table, markdown_table
 SETUP_KEYS = ("dataset", "attack", "hyperparameters", "per_pair", "seed", "classifier_sha256")
 DEFAULT_BOOTSTRAP = 2000
 DEFAULT_PERMUTATIONS = 10_000
+METRIC_NAMES = {**RATE_LABELS, "auddc": "AUDDC"}
 
 
 # ----------------------------------------------------------------------------- runs
@@ -55,7 +64,8 @@ class RunCounts:
 
     pairs: (C, 2) int (source, target), sorted; n: (C,) kept examples; hits_target: (C,)
     predictions equal to the target; hits_ignore_target: (C,) predictions other than the
-    source (so hits_target <= hits_ignore_target <= n).
+    source (so hits_target <= hits_ignore_target <= n); auddc: per cell the finite per-example
+    AUDDC values when the run recorded curves, else None.
     """
 
     path: Path
@@ -64,6 +74,7 @@ class RunCounts:
     n: np.ndarray
     hits_target: np.ndarray
     hits_ignore_target: np.ndarray
+    auddc: tuple[np.ndarray, ...] | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunCounts:
@@ -82,15 +93,19 @@ class RunCounts:
         cells = cells.sort_values(["source", "target"]).reset_index(drop=True)
         counts = {c: cells[c].to_numpy(np.int64) for c in needed}
         examples_path = run / "examples.csv.gz"
+        auddc = None
         if examples_path.is_file():
-            _check_examples(run, pd.read_csv(examples_path, usecols=["source", "target", "prediction"]), counts)
+            examples = pd.read_csv(examples_path, usecols=lambda c: c in ("source", "target", "prediction", "auddc"))
+            _check_examples(run, examples, counts)
+            if "auddc" in examples.columns:
+                auddc = _auddc_by_cell(examples, counts["source"], counts["target"])
         if ((counts["hits_target"] > counts["hits_ignore_target"]) | (counts["hits_ignore_target"] > counts["n"])
                 | (counts["hits_target"] < 0)).any():
             raise DataError(f"{run}/cells.csv has counts with hits_target > hits_ignore_target or "
                             "hits > n: the file is corrupt; re-run the attack")
         metadata = json.loads((run / "run.json").read_text())
         return cls(run, metadata, np.stack([counts["source"], counts["target"]], 1), counts["n"],
-                   counts["hits_target"], counts["hits_ignore_target"])
+                   counts["hits_target"], counts["hits_ignore_target"], auddc)
 
     @property
     def cells(self) -> int:
@@ -105,6 +120,13 @@ class RunCounts:
     @property
     def model_label(self) -> str:
         return str(self.metadata.get("model", self.path.name))
+
+
+def _auddc_by_cell(examples: pd.DataFrame, sources: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per cell (in the order of ``sources``/``targets``) its examples' finite AUDDC values."""
+    grouped = {(int(s), int(t)): g["auddc"].to_numpy(np.float64) for (s, t), g in examples.groupby(["source", "target"])}
+    cells = (grouped.get((int(s), int(t)), np.zeros(0)) for s, t in zip(sources, targets))
+    return tuple(values[np.isfinite(values)] for values in cells)
 
 
 def _check_examples(run: Path, examples: pd.DataFrame, counts: dict[str, np.ndarray]) -> None:
@@ -164,6 +186,26 @@ class Group:
         with np.errstate(divide="ignore", invalid="ignore"):
             m = np.where(n > 0, n, np.nan)
             return {"as_target": ht / m, "as_ignore_target": hi / m}
+
+    @property
+    def has_auddc(self) -> bool:
+        return all(r.auddc is not None for r in self.runs)
+
+    def observed_auddc(self) -> np.ndarray:
+        """(R, C) per-run, per-cell mean AUDDC (NaN where a cell has none)."""
+        return np.array([[v.mean() if v.size else np.nan for v in r.auddc or ()] for r in self.runs])
+
+    def bootstrap_auddc(self, replicates: int, rng: np.random.Generator) -> np.ndarray:
+        """Hierarchical bootstrap: (B, R, C) per-cell mean AUDDC of B resampled groups (seeds with
+        replacement, then every cell's examples with replacement, independently per slot)."""
+        runs = len(self.runs)
+        pick = rng.integers(0, runs, size=(replicates, runs))
+        draws = np.stack([cell_bootstrap_means(list(r.auddc or ()), replicates * runs, rng).reshape(replicates, runs, -1)
+                          for r in self.runs])  # (R, B, R slots, C)
+        slots = np.broadcast_to(np.arange(runs), pick.shape)
+        rows = np.broadcast_to(np.arange(replicates)[:, None], pick.shape)
+        boot: np.ndarray = draws[pick, rows, slots]
+        return boot
 
     def bootstrap_rates(self, replicates: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Hierarchical bootstrap: (B, R, C) per-cell rates of B resampled groups."""
@@ -409,6 +451,18 @@ def compare_groups(a: Group, b: Group, bootstrap: int = DEFAULT_BOOTSTRAP, seed:
             mean_a - mean_b, *_percentile_interval(samples_a - samples_b), tests["cells"],
             tests["a_higher"], tests["b_higher"], tests["wilcoxon_statistic"], tests["wilcoxon_p"],
             tests["permutation_p"]))
+    if a.has_auddc and b.has_auddc:  # after the rates, from streams of their own: the rates' draws stay as they were
+        auddc_a, auddc_b = (np.random.default_rng(s) for s in stream_p.spawn(2))
+        obs_a_auddc, obs_b_auddc = a.observed_auddc(), b.observed_auddc()
+        samples_a = group_statistic(a.bootstrap_auddc(bootstrap, auddc_a))
+        samples_b = group_statistic(b.bootstrap_auddc(bootstrap, auddc_b))
+        mean_a, mean_b = float(group_statistic(obs_a_auddc)), float(group_statistic(obs_b_auddc))
+        tests = paired_tests(_nanmean(obs_a_auddc, 0), _nanmean(obs_b_auddc, 0), permutations, perm_seed)
+        metrics.append(MetricComparison(
+            "auddc", mean_a, *_percentile_interval(samples_a), mean_b, *_percentile_interval(samples_b),
+            mean_a - mean_b, *_percentile_interval(samples_a - samples_b), tests["cells"],
+            tests["a_higher"], tests["b_higher"], tests["wilcoxon_statistic"], tests["wilcoxon_p"],
+            tests["permutation_p"]))
     return Comparison(name or f"{a.label} vs {b.label}", a.label, b.label,
                       [str(r.path) for r in a.runs], [str(r.path) for r in b.runs], a.seeds, b.seeds,
                       metrics, setup_warnings(a, b), bootstrap, seed, permutations)
@@ -430,6 +484,20 @@ def _pct(x: float, digits: int = 2) -> str:
 
 def _signed_pp(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{100 * x:+.2f}"
+
+
+def _value(metric: str, x: float, unit: str = "%") -> str:
+    """A rate in percent (followed by ``unit``), an AUDDC as the area itself."""
+    if metric == "auddc":
+        return "n/a" if not np.isfinite(x) else f"{x:.4f}"
+    return f"{_pct(x)}{unit}"
+
+
+def _difference(metric: str, x: float) -> str:
+    """A − B: percentage points for a rate, area units for AUDDC."""
+    if metric == "auddc":
+        return "n/a" if not np.isfinite(x) else f"{x:+.4f}"
+    return _signed_pp(x)
 
 
 def format_p(p: float) -> str:
@@ -468,11 +536,12 @@ def comparisons_markdown(comparisons: Sequence[Comparison], notes: bool = True) 
     rows = []
     for c in comparisons:
         for m in c.metrics:
+            v = m.metric
             rows.append([
-                c.name, RATE_LABELS[m.metric],
-                f"{_pct(m.mean_a)}% [{_pct(m.lo_a)}, {_pct(m.hi_a)}]",
-                f"{_pct(m.mean_b)}% [{_pct(m.lo_b)}, {_pct(m.hi_b)}]",
-                f"{_signed_pp(m.difference)} [{_signed_pp(m.lo)}, {_signed_pp(m.hi)}]",
+                c.name, METRIC_NAMES[v],
+                f"{_value(v, m.mean_a)} [{_value(v, m.lo_a, '')}, {_value(v, m.hi_a, '')}]",
+                f"{_value(v, m.mean_b)} [{_value(v, m.lo_b, '')}, {_value(v, m.hi_b, '')}]",
+                f"{_difference(v, m.difference)} [{_difference(v, m.lo)}, {_difference(v, m.hi)}]",
                 format_p(m.wilcoxon_p), format_p(m.permutation_p), f"{m.a_higher} / {m.b_higher} of {m.cells}",
             ])
     parts = [markdown_table(header, rows, align="llrrrrrr")]
@@ -489,6 +558,10 @@ def comparisons_markdown(comparisons: Sequence[Comparison], notes: bool = True) 
                          f"{c0.bootstrap} replicates, seed {c0.seed}, percentile 95 %. Paired tests over "
                          f"cells (seed-averaged cell rates): Wilcoxon signed-rank and a sign-flip "
                          f"permutation test of the mean ({c0.permutations} flips).")
+            if any(m.metric == "auddc" for c in comparisons for m in c.metrics):
+                lines.append("- AUDDC: the area under the normalised distortion–distance curve (0–1, lower = "
+                             "easier to attack), averaged and bootstrapped like the rates; its A − B is in "
+                             "area units, not percentage points.")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -501,10 +574,11 @@ def comparisons_latex(comparisons: Sequence[Comparison], caption: str | None = N
     header = ["Comparison", "Rate", "A (\\%)", "B (\\%)", "A $-$ B (pp)", "Wilcoxon $p$", "Sign-flip $p$"]
     rows = [
         [
-            latex_escape(c.name), RATE_LABELS[m.metric],
-            f"{_pct(m.mean_a)} [{_pct(m.lo_a)}, {_pct(m.hi_a)}]",
-            f"{_pct(m.mean_b)} [{_pct(m.lo_b)}, {_pct(m.hi_b)}]",
-            f"${_signed_pp(m.difference)}$ [${_signed_pp(m.lo)}$, ${_signed_pp(m.hi)}$]",
+            latex_escape(c.name), METRIC_NAMES[m.metric],
+            f"{_value(m.metric, m.mean_a, '')} [{_value(m.metric, m.lo_a, '')}, {_value(m.metric, m.hi_a, '')}]",
+            f"{_value(m.metric, m.mean_b, '')} [{_value(m.metric, m.lo_b, '')}, {_value(m.metric, m.hi_b, '')}]",
+            f"${_difference(m.metric, m.difference)}$ [${_difference(m.metric, m.lo)}$, "
+            f"${_difference(m.metric, m.hi)}$]",
             format_p(m.wilcoxon_p).replace("<", "$<$"), format_p(m.permutation_p).replace("<", "$<$"),
         ]
         for c in comparisons for m in c.metrics

@@ -146,12 +146,14 @@ class Problem:
 @dataclass
 class RunOutput:
     """What :meth:`Attack.run` returns: adversarials (M, C, H, W), objective (M,), iterations (M,),
-    and optional per-problem ``extras`` (name -> (M,) tensor; :attr:`AttackResult.extras`)."""
+    optional per-problem ``extras`` (name -> (M,) tensor; :attr:`AttackResult.extras`) and, for
+    the L-BFGS-B solvers, the evaluations (M,) each problem cost."""
 
     adversarial: torch.Tensor
     objective: torch.Tensor
     iterations: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    evaluations: torch.Tensor | None = None  # (M,) objective/gradient evaluations, where the solver counts them
 
 
 def expected_image_shape(model: object) -> tuple[int, int, int] | None:
@@ -293,6 +295,9 @@ class Attack:
         return self
 
     has_artefacts: ClassVar[bool] = False  # True where results depend on more than the hyperparameters
+    #: options added after runs were recorded: left out of hyperparameters() (and so of a run's
+    #: fingerprint) while at their default, which reproduces what the older runs did
+    later_options: ClassVar[tuple[str, ...]] = ()
 
     def artefacts(self, model: nn.Module) -> dict[str, str]:
         """sha256 of every file besides the model and classifier whose content changes the
@@ -311,8 +316,10 @@ class Attack:
         return f"{cls.name}-{argument}"
 
     def hyperparameters(self) -> dict[str, Any]:
-        """Every hyperparameter value (what run metadata records)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Every hyperparameter value (what run metadata records); a :attr:`later_options` entry
+        only when it differs from its default."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.name in self.later_options and getattr(self, f.name) == f.default)}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
@@ -422,7 +429,7 @@ class Attack:
     def _result(self, model: AttackableModel, problem: Problem, out: RunOutput, device: torch.device) -> AttackResult:
         """The :class:`AttackResult` of ``out``: adversarials clipped to the box and the budget,
         distortions and latent distances recomputed from them."""
-        adversarial = self._clip(out.adversarial.detach(), problem)
+        adversarial = self._clip(out.adversarial.detach().to(problem.sources.dtype), problem)  # float64 solvers too
         with torch.no_grad():
             l2 = L2_BALL.distance(adversarial, problem.sources)
             linf = LINF_BALL.distance(adversarial, problem.sources)
@@ -435,7 +442,7 @@ class Attack:
             l2=l2.view(shape),
             linf=linf.view(shape),
             latent_distance=latent.view(shape),
-            objective=out.objective.detach().to(device).view(shape),
+            objective=out.objective.detach().to(device, torch.float32).view(shape),
             iterations=out.iterations.to(torch.int64).view(shape).to(device),
             sweep_name=self.sweep_field or "",
             sweep_values=values or [math.nan],

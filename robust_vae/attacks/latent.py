@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ from robust_vae.attacks.registry import register_attack
 from robust_vae.core import progress
 from robust_vae.core.errors import ConfigError
 from robust_vae.models.base import LatentParams
+from robust_vae.models.protocol import AttackableModel
 
 __all__ = [
     "BatchedAdam", "DIVERGENCES", "LatentAdam", "LatentLBFGSB", "LatentPGD", "LossFn", "SOLVERS", "Solver",
@@ -50,6 +53,25 @@ class Solver(Choice):
 
 
 SOLVERS = Solver.values()
+
+
+class WarmStart(Choice):
+    """How a C sweep of :class:`LatentLBFGSB` is solved."""
+
+    NONE = "none"  # every C from the source (cold start)
+    DESCENDING = "descending"  # largest C first from the source, each next C from the previous solution
+    ASCENDING = "ascending"  # smallest C first, each next C from the previous solution
+
+
+class Precision(Choice):
+    """The float type the model, the objective and its gradient are evaluated in by L-BFGS-B."""
+
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"  # a float64 copy of the model: resolves the objective's flat directions
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self is Precision.FLOAT64 else torch.float32
 
 
 @register_attack
@@ -197,16 +219,30 @@ def lbfgsb_on_images(
     workers: int = 256,
     solver: str = "scipy",
     batch: int = 512,
+    dtype: torch.dtype = torch.float32,
+    row_by_row: bool = False,
+    start: torch.Tensor | None = None,
 ) -> RunOutput:
     """Solve min loss_fn(x) over x in [0, 1] (∩ L∞ ball) for every problem, in lock-step.
 
     ``solver="scipy"``: one SciPy L-BFGS-B run per problem in worker threads, gradients
     batched (:func:`lockstep_lbfgsb`, at most ``workers`` at once). ``solver="torch"``: the
     vectorised L-BFGS-B of :mod:`robust_vae.attacks.optim.torch_lbfgsb` (``batch`` problems at once).
+    ``loss_fn`` is called on points of ``dtype``; ``row_by_row`` calls it one problem at a time,
+    so how problems are batched cannot change a result (a batched conv rounds differently at
+    different batch sizes, and L-BFGS-B amplifies the last bit), at the cost of batching.
+    The solutions and objectives come back in ``dtype``. ``start`` (M, C, H, W), inside the
+    bounds: the points the runs start from (default: the sources).
     """
+    def evaluate(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not row_by_row:
+            return loss_and_gradient(loss_fn, x, rows)
+        parts = [loss_and_gradient(loss_fn, x[i:i + 1], rows[i:i + 1]) for i in range(len(rows))]
+        return torch.cat([v for v, _ in parts]), torch.cat([g for _, g in parts])
+
     if Solver.parse(solver, "L-BFGS-B solver") is Solver.TORCH:
-        return _torch_lbfgsb_on_images(loss_fn, problem, memory=memory, factr=factr, pgtol=pgtol,
-                                       max_iter=max_iter, batch=batch)
+        return _torch_lbfgsb_on_images(evaluate, problem, memory=memory, factr=factr, pgtol=pgtol,
+                                       max_iter=max_iter, batch=batch, dtype=dtype, start=start)
     sources = problem.sources
     shape, device = sources.shape[1:], sources.device
     flat = sources.detach().flatten(1).cpu().double().numpy()
@@ -214,21 +250,24 @@ def lbfgsb_on_images(
     if problem.epsilon is not None:
         eps = problem.epsilon.detach().cpu().double().numpy()[:, None]
         lower, upper = np.maximum(lower, flat - eps), np.minimum(upper, flat + eps)
+    x0 = flat if start is None else np.clip(start.detach().flatten(1).cpu().double().numpy(), lower, upper)
 
     def objective(index: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = torch.from_numpy(index).to(device)
-        x = torch.from_numpy(points).to(device=device, dtype=torch.float32).view(-1, *shape)
-        loss, grad = loss_and_gradient(loss_fn, x, rows)
+        x = torch.from_numpy(points).to(device=device, dtype=dtype).view(-1, *shape)
+        loss, grad = evaluate(x, rows)
         return loss.double().cpu().numpy(), grad.flatten(1).double().cpu().numpy()
 
-    result = lockstep_lbfgsb(objective, flat, lower, upper, memory=memory, factr=factr,
+    result = lockstep_lbfgsb(objective, x0, lower, upper, memory=memory, factr=factr,
                              pgtol=pgtol, max_iter=max_iter, workers=workers)
-    x = torch.from_numpy(result.x).to(device=device, dtype=torch.float32).view(-1, *shape)
-    return RunOutput(x, torch.from_numpy(result.fun).float(), torch.from_numpy(result.nit))
+    x = torch.from_numpy(result.x).to(device=device, dtype=dtype).view(-1, *shape)
+    return RunOutput(x, torch.from_numpy(result.fun).to(dtype), torch.from_numpy(result.nit),
+                     evaluations=torch.from_numpy(np.asarray(result.nfev, dtype=np.int64)))
 
 
-def _torch_lbfgsb_on_images(loss_fn: LossFn, problem: Problem, *, memory: int, factr: float,
-                            pgtol: float, max_iter: int, batch: int) -> RunOutput:
+def _torch_lbfgsb_on_images(evaluate: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                            problem: Problem, *, memory: int, factr: float, pgtol: float, max_iter: int,
+                            batch: int, dtype: torch.dtype, start: torch.Tensor | None = None) -> RunOutput:
     sources = problem.sources
     shape = sources.shape[1:]
     flat = sources.detach().flatten(1).double()
@@ -238,13 +277,62 @@ def _torch_lbfgsb_on_images(loss_fn: LossFn, problem: Problem, *, memory: int, f
         lower, upper = torch.clamp(flat - eps, min=0.0), torch.clamp(flat + eps, max=1.0)
 
     def objective(rows: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, grad = loss_and_gradient(loss_fn, points.to(torch.float32).view(-1, *shape), rows)
+        loss, grad = evaluate(points.to(dtype).view(-1, *shape), rows)
         return loss.double(), grad.flatten(1).double()
 
-    result = torch_lbfgsb(objective, flat, lower, upper, memory=memory, factr=factr, pgtol=pgtol,
+    x0 = flat if start is None else torch.minimum(torch.maximum(start.detach().flatten(1).to(flat), lower), upper)
+    result = torch_lbfgsb(objective, x0, lower, upper, memory=memory, factr=factr, pgtol=pgtol,
                           max_iter=max_iter, batch=batch)
-    x = result.x.to(torch.float32).view(-1, *shape)
-    return RunOutput(x, result.fun.float(), result.nit)
+    x = result.x.to(dtype).view(-1, *shape)
+    return RunOutput(x, result.fun.to(dtype), result.nit, evaluations=result.nfev)
+
+
+def _continuation(problem: Problem, loss_fn: LossFn,
+                  solve: Callable[[Problem, LossFn, torch.Tensor | None], RunOutput], k: int,
+                  descending: bool) -> RunOutput:
+    """A C sweep (K blocks of N problems, block j at C_j) solved as a continuation: the first C
+    of the order from the sources, every next one from the previous C's solutions."""
+    assert problem.sweep is not None
+    n = problem.sources.shape[0] // k
+    values = problem.sweep.view(k, n)[:, 0]
+    order = torch.argsort(values.double(), descending=descending, stable=True).tolist()
+    parts: dict[int, RunOutput] = {}
+    start: torch.Tensor | None = None
+    for j in order:
+        block = slice(j * n, (j + 1) * n)
+        part = Problem(problem.sources[block], None if problem.targets is None else problem.targets[block],
+                       problem.target_code[block], problem.sweep[block], problem.seeds[block],
+                       None if problem.epsilon is None else problem.epsilon[block])
+
+        def shifted(x: torch.Tensor, rows: torch.Tensor, offset: int = j * n) -> torch.Tensor:
+            return loss_fn(x, rows + offset)
+
+        parts[j] = solve(part, shifted, start)
+        start = parts[j].adversarial
+    blocks = [parts[j] for j in range(k)]
+    evaluations = [b.evaluations for b in blocks]
+    return RunOutput(torch.cat([b.adversarial for b in blocks]), torch.cat([b.objective for b in blocks]),
+                     torch.cat([b.iterations for b in blocks]),
+                     evaluations=None if any(e is None for e in evaluations)
+                     else torch.cat([e for e in evaluations if e is not None]))
+
+
+@torch.no_grad()
+def _encode(model: AttackableModel, images: torch.Tensor, row_by_row: bool) -> LatentParams:
+    """q(z|x) of ``images`` (M, C, H, W), batched or one image at a time."""
+    if not row_by_row:
+        return model.encode(images)
+    rows = [model.encode(images[i:i + 1]) for i in range(images.shape[0])]
+    logits = None if rows[0].logits is None else torch.cat([r.logits for r in rows if r.logits is not None])
+    return LatentParams(torch.cat([r.mean for r in rows]), torch.cat([r.logvar for r in rows]), logits)
+
+
+@torch.no_grad()
+def _code_of(model: AttackableModel, images: torch.Tensor, row_by_row: bool) -> torch.Tensor:
+    """The attack codes (M, D) of ``images``, batched or one image at a time."""
+    if not row_by_row:
+        return model.attack_code(images)
+    return torch.cat([model.attack_code(images[i:i + 1]) for i in range(images.shape[0])])
 
 
 @register_attack
@@ -258,11 +346,17 @@ class LatentLBFGSB(Attack):
     box. ``solver="scipy"``: every example is its own SciPy L-BFGS-B run, gradients batched
     (lock-step threads); ``solver="torch"``: the vectorised L-BFGS-B of
     :mod:`robust_vae.attacks.optim.torch_lbfgsb`, ``batch`` problems at once.
+    ``precision="float64"`` evaluates a float64 copy of the model (the float32 objective cannot
+    resolve the flat directions near an optimum); ``row_by_row=true`` evaluates one example at a
+    time, so an example's result cannot depend on the others in its batch. ``warm_start``
+    ("descending" or "ascending" in C) solves a sweep as a continuation, each C started from
+    its neighbour's solution instead of from the source ("none").
     """
 
     name = "latent-lbfgsb"
     sweep_field = "c"
     budget_norm = "linf"
+    later_options = ("precision", "row_by_row", "warm_start")
 
     c: Sweep = 1.0
     divergence: str = "kl"
@@ -274,10 +368,17 @@ class LatentLBFGSB(Attack):
     workers: int = 256
     solver: str = "scipy"
     batch: int = 512
+    precision: str = "float32"
+    row_by_row: bool = False
+    warm_start: str = "none"
 
     def validate(self) -> None:
         super().validate()
         Solver.parse(self.solver, "latent-lbfgsb: solver")
+        Precision.parse(self.precision, "latent-lbfgsb: precision")
+        WarmStart.parse(self.warm_start, "latent-lbfgsb: warm_start")
+        if not isinstance(self.row_by_row, bool):
+            raise ConfigError(f"latent-lbfgsb: row_by_row must be true or false, got {self.row_by_row!r}")
         if self.batch < 1:
             raise ConfigError(f"latent-lbfgsb: batch must be >= 1, got {self.batch}")
         Divergence.parse(self.divergence, "latent-lbfgsb: divergence")
@@ -290,8 +391,21 @@ class LatentLBFGSB(Attack):
 
     def run(self, model: nn.Module, problem: Problem) -> RunOutput:
         divergence = Divergence(self.divergence)
+        dtype = Precision(self.precision).dtype
+        if dtype != torch.float32:  # the model, the sources and the sweep in that precision
+            model = copy.deepcopy(model).to(dtype)
+            problem = replace(problem, sources=problem.sources.to(dtype),
+                              targets=None if problem.targets is None else problem.targets.to(dtype),
+                              target_code=problem.target_code.to(dtype),
+                              sweep=None if problem.sweep is None else problem.sweep.to(dtype))
         target_params: LatentParams | None = None
-        if divergence is Divergence.KL:
+        targets = problem.targets
+        if targets is not None and (dtype != torch.float32 or self.row_by_row):
+            # the targets' codes again, in this precision and (row_by_row) one at a time
+            problem = replace(problem, target_code=_code_of(as_attackable(model), targets, self.row_by_row))
+            if divergence is Divergence.KL:
+                target_params = _encode(as_attackable(model), targets, self.row_by_row)
+        if divergence is Divergence.KL and target_params is None:
             assert problem.targets is not None
             with torch.no_grad():
                 target_params = as_attackable(model).encode(problem.targets)
@@ -303,6 +417,12 @@ class LatentLBFGSB(Attack):
             distance = latent_divergence(model, x, divergence, problem.target_code[rows], params)
             return distance + c[rows] * squared_distortion(x, problem.sources[rows])
 
-        return lbfgsb_on_images(loss_fn, problem, memory=self.memory, factr=self.factr,
-                                pgtol=self.pgtol, max_iter=self.max_iter, workers=self.workers,
-                                solver=self.solver, batch=self.batch)
+        def solve(part: Problem, loss: LossFn, start: torch.Tensor | None) -> RunOutput:
+            return lbfgsb_on_images(loss, part, memory=self.memory, factr=self.factr, pgtol=self.pgtol,
+                                    max_iter=self.max_iter, workers=self.workers, solver=self.solver,
+                                    batch=self.batch, dtype=dtype, row_by_row=self.row_by_row, start=start)
+
+        warm = WarmStart(self.warm_start)
+        if warm is WarmStart.NONE or self.sweep_size() == 1:
+            return solve(problem, loss_fn, None)
+        return _continuation(problem, loss_fn, solve, self.sweep_size(), descending=warm is WarmStart.DESCENDING)

@@ -59,6 +59,6 @@ def cmd_attack(args: argparse.Namespace) -> int:
     out = args.out or config.default_out()
     result = run_attack(config, out, restart=args.restart)
     print_marginals(result)
-    print(f"\nwrote {out}/ (cells.csv, matrix.csv, marginals.csv, matrix.tex, marginals.tex, "
-          "summary.md, heatmaps.png, examples.png, run.json)")
+    written = sorted(p.name for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
+    print(f"\nwrote {out}/ ({', '.join(written)})")
     return 0

@@ -11,7 +11,13 @@ from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import writable
 from robust_vae.evaluation import SuccessMatrix
 from robust_vae.report.classes import shared_classes
-from robust_vae.report.success import marginals_csv_frame, marginals_latex, marginals_markdown
+from robust_vae.report.success import (
+    auddc_csv_frame,
+    auddc_markdown,
+    marginals_csv_frame,
+    marginals_latex,
+    marginals_markdown,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -74,6 +80,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         (out / "marginals.md").write_text(marginals_markdown(by_run, classes))
         print(marginals_markdown(by_run, classes))
         print(f"wrote {out}/marginals.csv, marginals.tex, marginals.md")
+        swept = {label: table for label, run in zip(labels, runs) if (table := run.auddc()) is not None}
+        if swept:  # the runs that are targeted sweeps: their AUDDC side by side
+            auddc_csv_frame(swept).to_csv(out / "auddc.csv", index=False)
+            (out / "auddc.md").write_text(auddc_markdown(swept, classes) + "\n")
+            print(auddc_markdown(swept, classes))
+            print(f"wrote {out}/auddc.csv, auddc.md")
     return 0
 
 

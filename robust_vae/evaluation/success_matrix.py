@@ -45,6 +45,7 @@ from robust_vae.core.errors import ConfigError
 from robust_vae.core.version import __version__
 from robust_vae.data import Dataset, class_pairs
 from robust_vae.evaluation.attack_metrics import METRIC_COLUMNS, attack_metrics, metrics_settings
+from robust_vae.evaluation.curves import CURVE_KEYS, auddc_of_table, curves_table, sweep_curve_arrays
 from robust_vae.evaluation.run_config import fingerprint_of
 from robust_vae.evaluation.run_store import RunStore
 from robust_vae.models import attackable
@@ -164,6 +165,7 @@ class SuccessMatrix:
     examples: pd.DataFrame
     samples: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    curves: pd.DataFrame | None = None  # a targeted sweep's distortion–distance curves (curves.csv)
 
     def __post_init__(self) -> None:
         # Every table is derived from what cells.csv keeps, so a run renders the same now and
@@ -182,6 +184,13 @@ class SuccessMatrix:
         metrics = [c for c in METRIC_COLUMNS if c in self.examples.columns]
         self.examples = self.examples.assign(
             **{c: self.examples[c].astype(float).round(CSV_DECIMALS) for c in metrics})
+        if self.curves is not None:  # AUDDC from the curves as curves.csv keeps them
+            floats = ["sweep_value", "distortion", "distance", "x", "y"]
+            self.curves = self.curves.assign(**{c: self.curves[c].astype(float).round(CSV_DECIMALS) for c in floats})
+            per_example = auddc_of_table(self.curves)
+            if len(per_example) != len(self.examples):
+                raise ConfigError(f"the curves list {len(per_example)} examples, the run {len(self.examples)}")
+            self.examples = self.examples.assign(auddc=per_example["auddc"].round(CSV_DECIMALS).to_numpy())
 
     @property
     def classes(self) -> ClassLabels:
@@ -213,6 +222,19 @@ class SuccessMatrix:
         winners = self.winners()
         if winners is not None:
             winners.to_csv(out / "winners.csv", index=False)
+        table = self.auddc()
+        if self.curves is not None and table is not None:
+            self.curves.to_csv(out / "curves.csv", index=False, float_format=CSV_FORMAT)
+            table.to_csv(out / "auddc.csv", index=False, float_format=CSV_FORMAT)
+
+    def auddc(self) -> pd.DataFrame | None:
+        """AUDDC per cell and over the run with bootstrap intervals
+        (:func:`robust_vae.evaluation.curves.auddc_summary`); None for a run without curves."""
+        from robust_vae.evaluation.curves import auddc_summary
+
+        if self.curves is None:
+            return None
+        return auddc_summary(self.examples[["source", "target", "auddc"]])
 
     def example_columns(self) -> list[str]:
         """The columns of ``examples.csv.gz``: :data:`EXAMPLE_COLUMNS` plus the attack's extras."""
@@ -259,6 +281,10 @@ class SuccessMatrix:
         plot_heatmaps(self.cells, out / "heatmaps.png", title=title, classes=self.classes)
         if self.samples:
             plot_examples(self.samples, out / "examples.png", title=title, classes=self.classes)
+        if self.curves is not None:
+            from robust_vae.evaluation.curves import plot_mean_curve
+
+            plot_mean_curve(self.curves, out / "curve.png", title=title)
 
     def to_markdown(self) -> str:
         from robust_vae.report.success import summary_markdown
@@ -271,6 +297,14 @@ class SuccessMatrix:
         winners = self.winners()
         if winners is not None:
             text = text.rstrip("\n") + "\n\n" + winners_markdown(winners, self.members())
+        table = self.auddc()
+        if table is not None:
+            run = table[table["scope"] == "all"].iloc[0]
+            text = text.rstrip("\n") + (
+                f"\n\nAUDDC (area under the normalised distortion–distance curve, lower = easier to attack): "
+                f"{run['auddc']:.4f} [{run['auddc_lo']:.4f}, {run['auddc_hi']:.4f}] over {run['n']} examples "
+                f"({run['n_undefined']} without one); per cell in `auddc.csv`, curves in `curves.csv` and "
+                "`curve.png`.\n")
         return text
 
     def save(self, out_dir: str | Path, html: bool = False) -> None:
@@ -310,6 +344,7 @@ class SuccessMatrix:
                     raise ValueError("metrics.csv does not list the examples of examples.csv.gz")
                 examples = pd.concat([examples, metrics.drop(columns=KEY_COLUMNS)], axis=1)
             metadata = json.loads((run / "run.json").read_text())
+            curves = pd.read_csv(run / "curves.csv") if (run / "curves.csv").exists() else None
             samples = []
             if (run / "samples.npz").exists():
                 with np.load(run / "samples.npz") as data:
@@ -323,7 +358,7 @@ class SuccessMatrix:
         for column in ("source", "target", "n", "hits_target", "hits_ignore_target"):
             if not pd.api.types.is_integer_dtype(cells[column]):
                 raise ConfigError(f"{run}: cells.csv column {column} must hold whole numbers: {fix}")
-        return cls(cells, examples, samples, metadata)
+        return cls(cells, examples, samples, metadata, curves=curves)
 
 
 def _slug(text: str) -> str:
@@ -446,6 +481,7 @@ def success_matrix(
         for col in EXAMPLE_COLUMNS
     })
     examples = _with_optional_columns(examples, records)
+    curves = _curves(examples, records)
     cells = cells_from_examples(plans, examples)
     samples = _choose_samples(records, samples_per_run)
     meta.update({
@@ -465,7 +501,17 @@ def success_matrix(
         },
         "metrics": metrics_settings(),
     })
-    return SuccessMatrix(cells, examples, samples, meta)
+    return SuccessMatrix(cells, examples, samples, meta, curves=curves)
+
+
+def _curves(examples: pd.DataFrame, records: list[dict[str, np.ndarray]]) -> pd.DataFrame | None:
+    """The run's distortion–distance curves (:func:`robust_vae.evaluation.curves.curves_table`)
+    when every unit that attacked examples recorded them (a targeted sweep), else None."""
+    attacked = [r for r in records if len(r["prediction"])]
+    if not attacked or not all("curve_sweep_values" in r for r in attacked):
+        return None
+    arrays = {key: np.concatenate([r[key] for r in attacked]) for key in CURVE_KEYS}
+    return curves_table(examples, arrays, [float(v) for v in attacked[0]["curve_sweep_values"]])
 
 
 def _with_optional_columns(examples: pd.DataFrame, records: list[dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -537,6 +583,7 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
     columns: dict[str, list[np.ndarray]] = {k: [] for k in ("prediction", "l2", "linf", "latent_distance", "sweep_index",
                                                              *METRIC_COLUMNS)}
     adversarials, reconstructions = [], []
+    sweep_values: np.ndarray | None = None
     for rows in _batches(np.arange(len(src)), batch_size):
         xs = dataset.images[src[rows]].to(device)
         xt = dataset.images[tgt[rows]].to(device)
@@ -545,6 +592,10 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
             result = attack(model, xs, xt, seeds=seeds[rows], target_classes=torch.from_numpy(t_cls[rows]))
         if bar is not None and bar.n < start + len(rows):
             bar.update(start + len(rows) - bar.n)
+        if result.l2.shape[0] > 1 and not attack.untargeted:  # a targeted sweep: its distortion–distance curve
+            for name, values in sweep_curve_arrays(attackable(model).reconstruct, result, xs, xt).items():
+                columns.setdefault(name, []).append(values)
+            sweep_values = np.asarray(result.sweep_values, dtype=np.float64)
         result, sweep_index = attack.reduce_sweep(result)
         adversarial = result.adversarial[0]
         recon, pred = _classify_reconstructions(model, classifier, adversarial)
@@ -561,6 +612,8 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
         reconstructions.append(recon.cpu())
     out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in columns.items()}
     out.update({"source": s_cls, "target": t_cls, "source_index": src, "target_index": tgt})
+    if sweep_values is not None:
+        out["curve_sweep_values"] = sweep_values
     # one sample per pair (its first kept example) for the examples figure
     first = np.cumsum([0] + [p.n for p in plans])[:-1]
     has = np.array([p.n > 0 for p in plans], dtype=bool)

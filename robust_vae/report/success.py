@@ -308,6 +308,49 @@ def marginals_csv_frame(marginals_by_run: Mapping[str, pd.DataFrame]) -> pd.Data
     return frame
 
 
+def _auddc_rows(auddc_by_run: Mapping[str, pd.DataFrame]) -> tuple[list[str], list[list[float]]]:
+    """Row labels (source classes, "Mean") and per row [run1 AUDDC, lo, hi, run2 ...] from
+    :func:`robust_vae.evaluation.curves.auddc_summary` tables."""
+    if not auddc_by_run:
+        raise ValueError("auddc_by_run is empty: give at least one swept run")
+    classes = sorted({int(c) for f in auddc_by_run.values() for c in f.loc[f["scope"] == "source", "cls"]})
+
+    def pick(frame: pd.DataFrame, scope: str, cls: int | None) -> list[float]:
+        rows = frame[(frame["scope"] == scope) & ((frame["cls"].astype(str) == str(cls)) if cls is not None else True)]
+        return [float(rows[c].iloc[0]) if len(rows) else float("nan") for c in ("auddc", "auddc_lo", "auddc_hi")]
+
+    values = [[v for f in auddc_by_run.values() for v in pick(f, "source", c)] for c in classes]
+    values.append([v for f in auddc_by_run.values() for v in pick(f, "all", None)])
+    return [str(c) for c in classes] + ["Mean"], values
+
+
+def auddc_csv_frame(auddc_by_run: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """AUDDC per source class (unweighted mean over its cells) and over the run, side by side:
+    column ``source`` ("0".."K-1", "Mean"), then ``"<run> AUDDC"``, ``"<run> AUDDC lo"`` and
+    ``"<run> AUDDC hi"`` per run (95 % bootstrap interval), rounded to 4 decimals."""
+    labels, values = _auddc_rows(auddc_by_run)
+    columns = [f"{r} AUDDC{end}" for r in auddc_by_run for end in ("", " lo", " hi")]
+    frame = pd.DataFrame(values, columns=columns).round(4)
+    frame.insert(0, "source", labels)
+    return frame
+
+
+def auddc_markdown(auddc_by_run: Mapping[str, pd.DataFrame], classes: ClassLabels | None = None) -> str:
+    """:func:`auddc_csv_frame` as GitHub Markdown, one "mean [lo, hi]" column per run."""
+    labels, values = _auddc_rows(auddc_by_run)
+
+    def show(x: float) -> str:
+        return "n/a" if not np.isfinite(x) else f"{x:.3f}"
+
+    header = ["source", *(f"{r} AUDDC" for r in auddc_by_run)]
+    rows = [[name, *(f"{show(row[i])} [{show(row[i + 1])}, {show(row[i + 2])}]" for i in range(0, len(row), 3))]
+            for name, row in zip(labels, values)]
+    table = markdown_table(header, rows, align="l" + "r" * (len(header) - 1))
+    note = ("AUDDC: area under the normalised distortion–distance curve (lower = easier to attack); "
+            "per source class the unweighted mean over its cells, 95 % bootstrap intervals over examples.")
+    return _with_key(f"{table}\n\n{note}", classes, [int(c) for c in labels[:-1]])
+
+
 # ------------------------------------------------------------------------- summary
 def _metadata_lines(metadata: Mapping[str, Any]) -> list[str]:
     def show(value: Any) -> str:

@@ -159,3 +159,69 @@ def test_box_active_matches_bounded_least_squares(seed: int) -> None:
             # the attack puts (almost) every one of those coordinates exactly on its bound
             assert ((x == x_ref) | ~at_bound).sum() >= PIXELS - 3
             assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
+
+def solutions64(model: LinearEncoder, xs: torch.Tensor, target: torch.Tensor, c: list[float],
+                solver: str) -> torch.Tensor:
+    """The float64 solver's own solutions (K, N, n), before the attack rounds them to float32
+    images (that rounding, ≤ 3e-8 per pixel, is ~1e-6 of ‖d‖ by itself)."""
+    from robust_vae.attacks.base import as_attackable
+
+    lbfgsb = make_attack("latent-lbfgsb", divergence="l2", c=c, max_iter=1000, pgtol=1e-10,
+                         precision="float64", solver=solver)
+    problem = lbfgsb._flatten_batch(as_attackable(model), torch.device("cpu"), xs.float().view(N, *SHAPE),
+                                    target.float(), None, None)
+    out = lbfgsb.run(model, problem)
+    assert out.adversarial.dtype == torch.float64
+    return out.adversarial.view(len(c), N, PIXELS)
+
+
+@pytest.mark.parametrize("solver", ["scipy", "torch"])
+def test_float64_reaches_the_closed_form_within_1e_6(solver: str) -> None:
+    model, weight, bias, xs, target = linear_problem(1, "interior")
+    cs = [0.3, 3.0]
+    x = solutions64(model, xs, target, cs, solver)
+    for k, c in enumerate(cs):
+        hessian = weight.T @ weight + c * torch.eye(PIXELS, dtype=torch.float64)
+        d_star = -torch.linalg.solve(hessian, weight.T @ (xs @ weight.T + bias - target).T).T
+        for i in range(N):
+            rel_d = relative((x[k, i] - xs[i]).numpy(), d_star[i].numpy())
+            assert rel_d <= 1e-6, f"C={c} example {i}: relative error of d {rel_d:.2e}"
+
+
+@pytest.mark.parametrize("solver", ["scipy", "torch"])
+def test_float64_reaches_the_bounded_least_squares_solution_within_1e_6(solver: str) -> None:
+    model, weight, bias, xs, target = linear_problem(1, "mnist-like")
+    cs = [0.3, 3.0]
+    x = solutions64(model, xs, target, cs, solver)
+    for k, c in enumerate(cs):
+        for i in range(N):
+            xi = xs[i].numpy()
+            x_ref = bounded_reference(weight.numpy(), bias.numpy(), xi, target[i].numpy(), c)
+            rel_d = relative(x[k, i].numpy() - xi, x_ref - xi)
+            assert rel_d <= 1e-6, f"C={c} example {i}: relative error of d {rel_d:.2e}"
+            assert float(x[k, i].min()) >= 0.0 and float(x[k, i].max()) <= 1.0
+
+
+@pytest.mark.parametrize("warm_start", ["descending", "ascending"])
+def test_warm_and_cold_start_reach_the_same_optimum(warm_start: str) -> None:
+    """A convex problem has one optimum per C: the continuation must find it too, and cheaper."""
+    from robust_vae.attacks.base import as_attackable
+
+    model, weight, bias, xs, target = linear_problem(0, "mnist-like")
+    cs = [2.0 ** k for k in range(-4, 5)]
+    outputs = {}
+    for mode in ("none", warm_start):
+        lbfgsb = make_attack("latent-lbfgsb", divergence="l2", c=cs, max_iter=1000, pgtol=1e-10,
+                             precision="float64", warm_start=mode)
+        problem = lbfgsb._flatten_batch(as_attackable(model), torch.device("cpu"), xs.float().view(N, *SHAPE),
+                                        target.float(), None, None)
+        outputs[mode] = lbfgsb.run(model, problem)
+    cold, warm = outputs["none"], outputs[warm_start]
+    d_cold = (cold.adversarial.view(len(cs), N, PIXELS) - xs).numpy()
+    d_warm = (warm.adversarial.view(len(cs), N, PIXELS) - xs).numpy()
+    for k in range(len(cs)):
+        for i in range(N):
+            assert relative(d_warm[k, i], d_cold[k, i]) <= 2e-6, (cs[k], i)
+    assert cold.evaluations is not None and warm.evaluations is not None
+    assert int(warm.evaluations.sum()) < int(cold.evaluations.sum())

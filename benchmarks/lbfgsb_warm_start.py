@@ -1,0 +1,132 @@
+"""Warm-started C sweeps of the Tabacof L-BFGS-B attack against the cold-start sweep.
+
+Run from the repository root::
+
+    python -m benchmarks.lbfgsb_warm_start                         # 200 MNIST pairs, 41 C (issue goal)
+    python -m benchmarks.lbfgsb_warm_start --pairs 8 --out /tmp/w.json   # a quick look
+
+The attack is the ``tabacof`` recipe (KL divergence, C = 2^k, k = −20..20, m = 25, factr = 10,
+500 iterations) on the shipped ``vae`` seed 0, for the first ``--pairs`` (source, target) test
+pairs of :func:`robust_vae.data.class_pairs`-style sampling (source i, target i + 5000 of the
+test split, different classes). Each mode (``none`` = cold start, ``descending`` and
+``ascending`` continuation in C) solves the same sweep with :meth:`LatentLBFGSB.run`; per mode
+the JSON records the wall and CPU time, the total objective/gradient evaluations and, per C,
+the median relative difference of the final objective from the cold start's
+((warm − cold) / |cold|: negative is better). The goal of issue "L-BFGS-B" is at least 5× fewer
+evaluations at a median objective no worse than cold start's within 1e-3. Writes
+``benchmarks/results/lbfgsb_warm_start.json`` (or ``--out``) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks import machine, write_report
+from robust_vae import load_attack, load_dataset, load_model
+from robust_vae.attacks.base import as_attackable
+from robust_vae.report.tables import markdown_table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("none", "descending", "ascending")
+GOAL_RATIO, GOAL_OBJECTIVE = 5.0, 1e-3
+
+
+def pairs(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` (source, target) test images of different classes: (count, 1, 32, 32) each."""
+    test = load_dataset("mnist", "test")
+    sources, targets = [], []
+    i = 0
+    while len(sources) < count:
+        j = 5000 + i
+        if int(test.labels[i]) != int(test.labels[j]):
+            sources.append(i)
+            targets.append(j)
+        i += 1
+    return test.images[sources], test.images[targets]
+
+
+def measure(mode: str, count: int, precision: str, solver: str, max_iter: int | None) -> dict[str, Any]:
+    model = load_model("vae", "mnist", seed=0)
+    overrides: dict[str, Any] = {"warm_start": mode, "precision": precision, "solver": solver}
+    if max_iter is not None:
+        overrides["max_iter"] = max_iter
+    attack = load_attack("tabacof", **overrides)
+    xs, xt = pairs(count)
+    problem = attack._flatten_batch(as_attackable(model), torch.device("cpu"), xs, xt, None, None)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = attack.run(model, problem)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    k = attack.sweep_size()
+    assert out.evaluations is not None
+    return {"mode": mode, "wall_seconds": wall, "cpu_seconds": cpu,
+            "evaluations": int(out.evaluations.sum()), "iterations": int(out.iterations.sum()),
+            "objective": out.objective.double().view(k, count).tolist(), "c": attack.sweep_values()}
+
+
+def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    cold = np.asarray(results["none"]["objective"])
+    summary = {}
+    for mode, result in results.items():
+        objective = np.asarray(result["objective"])
+        relative = (objective - cold) / np.maximum(np.abs(cold), 1e-12)
+        per_c = np.median(relative, axis=1)
+        summary[mode] = {
+            "evaluation_ratio": results["none"]["evaluations"] / result["evaluations"],
+            "time_ratio": results["none"]["wall_seconds"] / result["wall_seconds"],
+            "median_relative_objective_per_c": per_c.tolist(),
+            "worst_median_relative_objective": float(per_c.max()),
+            "median_relative_objective": float(np.median(relative)),
+            "meets_goal": bool(results["none"]["evaluations"] / result["evaluations"] >= GOAL_RATIO
+                               and per_c.max() <= GOAL_OBJECTIVE),
+        }
+    return summary
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = []
+    for mode in MODES:
+        if mode not in report["modes"]:
+            continue
+        r, s = report["modes"][mode], report["summary"][mode]
+        rows.append([f"`{mode}`", f"{r['evaluations']:,}", f"{s['evaluation_ratio']:.2f}×", f"{r['wall_seconds']:.0f}",
+                     f"{s['time_ratio']:.2f}×", f"{s['median_relative_objective']:+.2e}",
+                     f"{s['worst_median_relative_objective']:+.2e}"])
+    header = ["warm_start", "evaluations", "fewer than cold", "wall s", "faster", "median rel. objective",
+              "worst per-C median"]
+    return markdown_table(header, rows, align="lrrrrrr")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--precision", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--solver", default="scipy", choices=["scipy", "torch"])
+    parser.add_argument("--max-iter", type=int, default=None, help="override the recipe's 500 (quick looks only)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "lbfgsb_warm_start.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    modes = ["none", *[m for m in args.modes if m != "none"]]
+    results = {}
+    for mode in modes:
+        results[mode] = measure(mode, args.pairs, args.precision, args.solver, args.max_iter)
+        print(f"{mode}: {results[mode]['evaluations']} evaluations, {results[mode]['wall_seconds']:.1f} s", flush=True)
+    report = {
+        "command": "python -m benchmarks.lbfgsb_warm_start " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in (("pairs", args.pairs), ("precision", args.precision),
+                                                      ("solver", args.solver)) ),
+        "pairs": args.pairs, "precision": args.precision, "solver": args.solver, "max_iter": args.max_iter,
+        "threads": args.threads, **machine(), "modes": results, "summary": summarise(results),
+    }
+    write_report(report, args.out, table(report))
+
+
+if __name__ == "__main__":
+    main()
