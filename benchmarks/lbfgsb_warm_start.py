@@ -14,7 +14,8 @@ the JSON records the wall and CPU time, the total objective/gradient evaluations
 the median relative difference of the final objective from the cold start's
 ((warm − cold) / |cold|: negative is better). The goal of issue "L-BFGS-B" is at least 5× fewer
 evaluations at a median objective no worse than cold start's within 1e-3. Writes
-``benchmarks/results/lbfgsb_warm_start.json`` (or ``--out``) and prints a Markdown table.
+``benchmarks/results/lbfgsb_warm_start.json`` (or ``--out``) and prints the README table
+(``--render``: the table of the committed results).
 """
 
 from __future__ import annotations
@@ -111,7 +112,11 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "lbfgsb_warm_start.json")
+    parser.add_argument("--render", action="store_true", help="print the README table of --out and stop")
     args = parser.parse_args()
+    if args.render:
+        print(table(json.loads(args.out.read_text())))
+        return
     torch.set_num_threads(args.threads)
     modes = ["none", *[m for m in args.modes if m != "none"]]
     results = {}

@@ -143,3 +143,16 @@ def test_readme_lbfgsb_precision_table_is_the_committed_result() -> None:
     assert pasted.strip() == table(report).strip()
     assert {(r["precision"], r["row_by_row"]) for r in report["results"]} == {
         (p, b) for p in ("float32", "float64") for b in (False, True)}
+
+
+def test_readme_lbfgsb_warm_start_table_is_the_committed_result() -> None:
+    """The README's warm-start table is `python -m benchmarks.lbfgsb_warm_start --render`."""
+    from benchmarks.lbfgsb_warm_start import table
+
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- lbfgsb-warm-start:start -->\n", "<!-- lbfgsb-warm-start:end -->"
+    pasted = readme[readme.index(start) + len(start):readme.index(end)]
+    report = json.loads((RESULTS / "lbfgsb_warm_start.json").read_text())
+    assert pasted.strip() == table(report).strip()
+    assert f"--pairs {report['pairs']}" in readme and report["max_iter"] is None  # the recipe's full length
+    assert set(report["modes"]) == {"none", "descending", "ascending"}

@@ -221,7 +221,7 @@ def _check_value(attack: str, name: str, value: object, hint: object, sweep: boo
         raise ConfigError(f"{attack}: {name} must be a number, got {value!r}")
     if str in options and not isinstance(value, str):
         raise ConfigError(f"{attack}: {name} must be a string, got {value!r}")
-    if bool in options and not isinstance(value, bool):
+    if bool in options and not isinstance(value, bool) and not (str in options and isinstance(value, str)):
         raise ConfigError(f"{attack}: {name} must be true or false, got {value!r}")
 
 

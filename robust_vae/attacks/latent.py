@@ -62,6 +62,14 @@ class WarmStart(Choice):
     DESCENDING = "descending"  # largest C first from the source, each next C from the previous solution
     ASCENDING = "ascending"  # smallest C first, each next C from the previous solution
 
+    @classmethod
+    def of(cls, value: str | bool) -> WarmStart:
+        """``true`` is the cheaper direction measured by ``benchmarks/lbfgsb_warm_start.py``
+        (descending), ``false`` is ``"none"``; strings name the member."""
+        if isinstance(value, bool):
+            return cls.DESCENDING if value else cls.NONE
+        return cls.parse(value, "latent-lbfgsb: warm_start")
+
 
 class Precision(Choice):
     """The float type the model, the objective and its gradient are evaluated in by L-BFGS-B."""
@@ -349,8 +357,8 @@ class LatentLBFGSB(Attack):
     ``precision="float64"`` evaluates a float64 copy of the model (the float32 objective cannot
     resolve the flat directions near an optimum); ``row_by_row=true`` evaluates one example at a
     time, so an example's result cannot depend on the others in its batch. ``warm_start``
-    ("descending" or "ascending" in C) solves a sweep as a continuation, each C started from
-    its neighbour's solution instead of from the source ("none").
+    ("descending" or "ascending" in C; ``true`` = "descending") solves a sweep as a continuation,
+    each C started from its neighbour's solution instead of from the source ("none").
     """
 
     name = "latent-lbfgsb"
@@ -370,13 +378,13 @@ class LatentLBFGSB(Attack):
     batch: int = 512
     precision: str = "float32"
     row_by_row: bool = False
-    warm_start: str = "none"
+    warm_start: str | bool = "none"
 
     def validate(self) -> None:
         super().validate()
         Solver.parse(self.solver, "latent-lbfgsb: solver")
         Precision.parse(self.precision, "latent-lbfgsb: precision")
-        WarmStart.parse(self.warm_start, "latent-lbfgsb: warm_start")
+        WarmStart.of(self.warm_start)
         if not isinstance(self.row_by_row, bool):
             raise ConfigError(f"latent-lbfgsb: row_by_row must be true or false, got {self.row_by_row!r}")
         if self.batch < 1:
@@ -422,7 +430,7 @@ class LatentLBFGSB(Attack):
                                     max_iter=self.max_iter, workers=self.workers, solver=self.solver,
                                     batch=self.batch, dtype=dtype, row_by_row=self.row_by_row, start=start)
 
-        warm = WarmStart(self.warm_start)
+        warm = WarmStart.of(self.warm_start)
         if warm is WarmStart.NONE or self.sweep_size() == 1:
             return solve(problem, loss_fn, None)
         return _continuation(problem, loss_fn, solve, self.sweep_size(), descending=warm is WarmStart.DESCENDING)

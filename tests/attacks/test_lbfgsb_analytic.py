@@ -203,8 +203,8 @@ def test_float64_reaches_the_bounded_least_squares_solution_within_1e_6(solver: 
             assert float(x[k, i].min()) >= 0.0 and float(x[k, i].max()) <= 1.0
 
 
-@pytest.mark.parametrize("warm_start", ["descending", "ascending"])
-def test_warm_and_cold_start_reach_the_same_optimum(warm_start: str) -> None:
+@pytest.mark.parametrize("warm_start", ["descending", "ascending", True])
+def test_warm_and_cold_start_reach_the_same_optimum(warm_start: str | bool) -> None:
     """A convex problem has one optimum per C: the continuation must find it too, and cheaper."""
     from robust_vae.attacks.base import as_attackable
 
