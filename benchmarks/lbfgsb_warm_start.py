@@ -21,6 +21,7 @@ evaluations at a median objective no worse than cold start's within 1e-3. Writes
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
