@@ -6,7 +6,8 @@ trained with 1 and 2 torch threads): latent-adam (thesis, 40 steps) ≤ 1.8e-7, 
 latent-lbfgsb (l2, 5 iterations) ≤ 7.2e-7. A batched conv rounds differently for different
 batch sizes and L-BFGS-B amplifies that over many iterations (KL, 15 iterations: up to 0.06),
 so the lock-step machinery itself is tested bit for bit on a model that evaluates one row at
-a time (:class:`RowWise`).
+a time (:class:`RowWise`), and the attack's own ``row_by_row`` option on the shipped ``vae`` at
+full length (200 iterations), for both solvers and both precisions.
 """
 
 from __future__ import annotations
@@ -40,6 +41,27 @@ def test_lockstep_lbfgsb_is_exactly_batch_independent(small_vae, pairs16) -> Non
     """Each problem follows exactly its own iterates: with a row-wise model, bit for bit."""
     attack = load_attack("tabacof", c=[1e-3, 1.0], max_iter=10)
     assert_exactly_batch_independent(attack, RowWise(small_vae), pairs16[0][:4], pairs16[1][:4], SEEDS[:4])
+
+
+@pytest.fixture(scope="module")
+def shipped_vae():  # type: ignore[no-untyped-def]
+    from robust_vae import load_model
+
+    return load_model("vae", "mnist", seed=0)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("solver", ["scipy", "torch"])
+def test_row_by_row_lbfgsb_is_exactly_batch_independent_at_full_length(  # type: ignore[no-untyped-def]
+        solver, precision, shipped_vae, pairs16) -> None:
+    """``row_by_row=true`` on the shipped ``vae``: bit for bit whatever the batch, for runs of
+    hundreds of iterations (the float32 batched conv alone diverges after a few dozen)."""
+    attack = load_attack("tabacof", c=[1.0], max_iter=200, solver=solver, precision=precision, row_by_row=True,
+                         batch=1)  # torch: one slot, refilled as each problem ends
+    xs, xt = pairs16[0][:2], pairs16[1][:2]
+    batch = attack(shipped_vae, xs, xt, seeds=SEEDS[:2])
+    assert int(batch.iterations.max()) >= 100, batch.iterations  # long runs, not a handful of steps
+    assert_exactly_batch_independent(attack, shipped_vae, xs, xt, SEEDS[:2])
 
 
 # ----------------------------------------------------------------------------- seeds

@@ -10,7 +10,9 @@
    example (measured median |relative difference| 2e-6; the float32 objective makes the
    two runs drift apart slowly, more so over hundreds of iterations).
 3. The closed-form and box-active optima of test_lbfgsb_analytic, with ``solver="torch"``.
-4. Batch independence, bit for bit on a model that evaluates one row at a time.
+4. Batch independence, bit for bit on a model that evaluates one row at a time, and at full
+   length (200 iterations, n = 1024, m = 25) on a row-wise hard nonconvex objective: each
+   problem solved alone, all together, and through fewer slots than problems.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import scipy.optimize
 import torch
 
 from robust_vae.attacks import make_attack
-from robust_vae.attacks.optim.torch_lbfgsb import CONVERGED_FACTR, CONVERGED_PGTOL, torch_lbfgsb
+from robust_vae.attacks.optim.torch_lbfgsb import (
+    CONVERGED_FACTR,
+    CONVERGED_PGTOL,
+    MAX_ITER,
+    TorchLBFGSBResult,
+    TorchObjective,
+    torch_lbfgsb,
+)
 
 from . import test_lbfgsb_analytic as analytic
 from .toy import SEEDS, RowWise, assert_exactly_batch_independent
@@ -150,6 +159,66 @@ def test_torch_solver_is_exactly_batch_independent(jointvae, pairs16) -> None:  
     also when the batch holds fewer rows than there are problems (``batch=3``)."""
     attack = make_attack("latent-lbfgsb", divergence="kl", c=[1e-3, 1.0], max_iter=6, solver="torch", batch=3)
     assert_exactly_batch_independent(attack, RowWise(jointvae), pairs16[0][:4], pairs16[1][:4], SEEDS[:4])
+
+
+def rowwise_hard_problems(count: int, n: int, seed: int = 0) -> tuple[TorchObjective, torch.Tensor]:
+    """``count`` problems over [0, 1]ⁿ: ½‖D(Ax − b)‖² with D = diag(logspace(0, −3)) (condition
+    number ~1e6) plus wᵀtanh(Vx), a small random tanh layer that makes each problem nonconvex.
+    The objective is evaluated one row at a time, with elementwise products and sums only, so a
+    row's value and gradient cannot depend on the other rows of the batch."""
+    g = torch.Generator().manual_seed(seed)
+    rank, hidden = 96, 64
+    scale = torch.logspace(0, -3, rank, dtype=torch.float64).view(1, rank, 1)
+    a = 10 * scale * torch.randn(count, rank, n, generator=g, dtype=torch.float64) / n ** 0.5
+    b = torch.randn(count, rank, generator=g, dtype=torch.float64)
+    v = 3 * torch.randn(count, hidden, n, generator=g, dtype=torch.float64) / n ** 0.5
+    w = torch.randn(count, hidden, generator=g, dtype=torch.float64)
+    x0 = torch.rand(count, n, generator=g, dtype=torch.float64)
+
+    def one(i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = (a[i] * x).sum(1) - b[i]
+        t = torch.tanh((v[i] * x).sum(1))
+        u = w[i] * (1 - t * t)
+        value = 0.5 * (r * r).sum() + (w[i] * t).sum()
+        return value, (a[i] * r.unsqueeze(1)).sum(0) + (v[i] * u.unsqueeze(1)).sum(0)
+
+    def objective(rows: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = [one(int(i), x[k]) for k, i in enumerate(rows)]
+        return torch.stack([value for value, _ in out]), torch.stack([grad for _, grad in out])
+
+    return objective, x0
+
+
+def test_full_length_runs_are_exactly_batch_independent() -> None:
+    """200 iterations, n = 1024, m = 25 (the attacks' memory), five hard problems with active
+    bounds: solved one at a time, all five together, and through two slots (finished problems
+    hand their slot to waiting ones), every problem ends with the same x, f, nit, nfev and
+    status, bit for bit."""
+    count, n = 5, 1024
+    objective, x0 = rowwise_hard_problems(count, n)
+    lower, upper = torch.zeros(count, n, dtype=torch.float64), torch.ones(count, n, dtype=torch.float64)
+
+    def solve(objective: TorchObjective, rows: slice, batch: int = 512) -> TorchLBFGSBResult:
+        # no convergence test can stop a run early: each one runs its 200 iterations
+        return torch_lbfgsb(objective, x0[rows], lower[rows], upper[rows], memory=25, factr=0.0, pgtol=0.0,
+                            max_iter=200, batch=batch)
+
+    def problem(i: int) -> TorchObjective:
+        return lambda rows, x: objective(rows + i, x)
+
+    runs = {"together": solve(objective, slice(None)), "two slots": solve(objective, slice(None), batch=2)}
+    alone = [solve(problem(i), slice(i, i + 1)) for i in range(count)]
+    together = runs["together"]
+    # long, hard runs: every problem uses all 200 iterations, with many variables at a bound
+    assert int((together.nit >= 100).sum()) >= count - 1 and (together.status == MAX_ITER).all()
+    assert int(((together.x == 0) | (together.x == 1)).sum(1).min()) > 100
+    for name, result in runs.items():
+        for i, single in enumerate(alone):
+            for field in ("x", "fun", "nit", "nfev", "status"):
+                ours, theirs = getattr(result, field)[i], getattr(single, field)[0]
+                assert torch.equal(ours, theirs), (
+                    f"{name}, problem {i}: {field} differs from the problem solved alone "
+                    f"(max |difference| {float((ours.double() - theirs.double()).abs().max()):.1e})")
 
 
 def test_solver_option_is_validated() -> None:

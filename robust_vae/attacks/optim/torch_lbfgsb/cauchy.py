@@ -35,7 +35,7 @@ class Scan:
 @dataclass
 class PathModel:
     """What the scan needs of the model along the path, one row per problem: the gradient g
-    (b, n), the memory (b, 2m, n) with its s-half ``scale`` (b, 2m), θ (b,), the middle matrix
+    (b, n), the memory (b, 2m, ≥ n; zero beyond n) with its s-half ``scale`` (b, 2m), θ (b,), the middle matrix
     M (b, 2m, 2m), p0 = Wᵀd (b, 2m), ‖d‖² (b,) and the floor of f'' (b,)."""
 
     g: torch.Tensor

@@ -3,15 +3,17 @@
 (s, y) enters the memory unless sᵀy ≤ ``curvature_eps``·‖y‖²; θ = yᵀy / sᵀy. The memory is
 a ring buffer per problem with insertion stamps, so problems with different numbers of
 stored pairs share one tensor (unused pairs are zero and masked). It is stored as
-(B, 2m, n); every iteration makes two passes over it: one product with the new pair (which
-also yields Wᵀd for the next Cauchy search, here) and one W·v for the subspace step.
+(B, 2m, aligned(n)), zero beyond n; every iteration makes two passes over it: one product
+with the new pair (which also yields Wᵀd for the next Cauchy search, here) and one W·v for
+the subspace step.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from robust_vae.attacks.optim.torch_lbfgsb.state import State, steepest_descent
+from robust_vae.attacks.optim.torch_lbfgsb.state import State, aligned, pad_identity, steepest_descent
 
 
 def middle_matrices(SY: torch.Tensor, SS: torch.Tensor, stamp: torch.Tensor,
@@ -20,8 +22,14 @@ def middle_matrices(SY: torch.Tensor, SS: torch.Tensor, stamp: torch.Tensor,
 
     Unused memory pairs get −1 / +1 on the diagonal (their columns of W are zero). M comes
     from the Cholesky factor of T = θSᵀS + L D⁻¹ Lᵀ; ``ok`` is False where T is not positive
-    definite (the caller then discards that memory, as SciPy does).
+    definite (the caller then discards that memory, as SciPy does). The products and
+    factorisations run on m×m blocks padded to ``aligned(m)`` (zeros, and the identity on T's
+    padding), so that every problem's block starts on a 64-byte boundary: MKL rounds a small
+    product with a transposed operand, and potri, with the address of each block, so with the
+    problem's row in the batch.
     """
+    m = SY.shape[1]
+    pad = aligned(m) - m
     valid = stamp >= 0
     th = theta.view(-1, 1, 1)
     diag = torch.diagonal(SY, dim1=1, dim2=2)
@@ -30,14 +38,18 @@ def middle_matrices(SY: torch.Tensor, SS: torch.Tensor, stamp: torch.Tensor,
     lower = torch.where(older, SY, torch.zeros_like(SY))  # L[i, j] = s_iᵀ y_j, pair i newer than j
     sts = th * SS + torch.diag_embed((~valid).to(SY.dtype))
     dinv = 1.0 / dvals
-    t_mat = sts + (lower * dinv.unsqueeze(1)) @ lower.transpose(1, 2)
+    lower_p = F.pad(lower, (0, pad, 0, pad))
+    dinv_p = F.pad(dinv, (0, pad), value=1.0)
+    t_mat = pad_identity(sts) + torch.bmm(lower_p * dinv_p.unsqueeze(1), lower_p.transpose(1, 2))
     chol, info = torch.linalg.cholesky_ex(t_mat)
     ok = (info == 0) & (dvals > 0).all(1)
-    eye = torch.eye(t_mat.shape[1], dtype=t_mat.dtype, device=t_mat.device)
+    eye = torch.eye(chol.shape[1], dtype=t_mat.dtype, device=t_mat.device)
     chol = torch.where(ok.view(-1, 1, 1), chol, eye)
-    t_inv = torch.cholesky_inverse(chol)
-    m12 = (dinv.unsqueeze(2) * lower.transpose(1, 2)) @ t_inv          # D⁻¹ Lᵀ T⁻¹
-    m11 = torch.diag_embed(-dinv) + (m12 @ lower) * dinv.unsqueeze(1)  # −D⁻¹ + D⁻¹LᵀT⁻¹LD⁻¹
+    t_inv_p = torch.cholesky_inverse(chol)
+    m12_p = torch.bmm(dinv_p.unsqueeze(2) * lower_p.transpose(1, 2), t_inv_p)   # D⁻¹ Lᵀ T⁻¹
+    m11_p = torch.bmm(m12_p, lower_p) * dinv_p.unsqueeze(1)
+    t_inv, m12 = t_inv_p[:, :m, :m], m12_p[:, :m, :m]
+    m11 = torch.diag_embed(-dinv) + m11_p[:, :m, :m]                            # −D⁻¹ + D⁻¹LᵀT⁻¹LD⁻¹
     big_m = torch.cat([torch.cat([m11, m12], 2), torch.cat([m12.transpose(1, 2), t_inv], 2)], 1)
     k_mat = torch.cat([
         torch.cat([torch.diag_embed(-dvals), lower.transpose(1, 2)], 2),
@@ -64,8 +76,9 @@ def accept_step(st: State, mask: torch.Tensor, new_x: torch.Tensor, new_f: torch
     rows = torch.nonzero(keep).squeeze(1)
     slot = st.count[rows] % st.m   # where each kept pair goes in its ring buffer
     if rows.numel():
-        st.W[rows, slot] = y[rows]
-        st.W[rows, st.m + slot] = s[rows]
+        n = y.shape[1]
+        st.W[rows, slot, :n] = y[rows]
+        st.W[rows, st.m + slot, :n] = s[rows]
         st.stamp[rows, slot] = st.count[rows]
         st.count[rows] += 1
         st.theta[rows] = yy[rows] / sy[rows]
@@ -85,7 +98,11 @@ def _memory_products(st: State, moved: torch.Tensor, s: torch.Tensor, y: torch.T
     m = st.m
     _, _, d = steepest_descent(st.x, st.g, st.lower, st.upper)
     freef = st.free_prev.to(y.dtype)
-    vectors = torch.stack([y, s, y * freef, s * freef, d], 1)   # (b, 5, n)
+    # (b, 5, aligned(n)), zero beyond n like W: every problem's block starts on a 64-byte
+    # boundary (MKL rounds this product with the address of each block)
+    vectors = torch.stack([y, s, y * freef, s * freef, d], 1)
+    if st.W.shape[2] != y.shape[1]:
+        vectors = F.pad(vectors, (0, st.W.shape[2] - y.shape[1]))
     if moved.numel() * 2 >= st.slots:
         products = torch.bmm(st.W, vectors.transpose(1, 2))      # (b, 2m, 5)
     else:

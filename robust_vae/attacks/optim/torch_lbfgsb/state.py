@@ -61,8 +61,31 @@ def steepest_descent(x: torch.Tensor, g: torch.Tensor, lower: torch.Tensor, uppe
 
 
 def bmv(mat: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
-    """(b, p, q) @ (b, q) -> (b, p)."""
-    return torch.bmm(mat, vec.unsqueeze(2)).squeeze(2)
+    """(b, p, q) @ (b, q) -> (b, p), as a product summed over the last axis: a row's result
+    depends on that row alone (a batched BLAS product does not: at batch size 1 it is a gemv,
+    which rounds differently)."""
+    return (mat * vec.unsqueeze(1)).sum(2)
+
+
+def aligned(size: int) -> int:
+    """``size`` rounded up to a multiple of 8: a float64 block of that many elements (or rows
+    of that many) keeps the next one on a 64-byte boundary."""
+    return -(-size // 8) * 8
+
+
+def pad_identity(mat: torch.Tensor) -> torch.Tensor:
+    """(b, p, p) -> (b, q, q) with the identity on the padding, q = ``aligned(p)``: each matrix
+    of the batch then starts on a 64-byte boundary, where LAPACK (MKL's potri, getrf/getrs)
+    rounds the same for every row of the batch and for a batch of one (at p = 25 the odd rows
+    of a batch rounded differently from the same matrix alone)."""
+    p = mat.shape[1]
+    q = aligned(p)
+    if q == p:
+        return mat
+    out = torch.zeros(mat.shape[0], q, q, dtype=mat.dtype, device=mat.device)
+    out[:, :p, :p] = mat
+    out[:, p:, p:] = torch.eye(q - p, dtype=mat.dtype, device=mat.device)
+    return out
 
 
 def s_scale(theta: torch.Tensor, two_m: int) -> torch.Tensor:
@@ -75,10 +98,12 @@ def s_scale(theta: torch.Tensor, two_m: int) -> torch.Tensor:
 class State:
     """Every per-problem quantity, one row per slot.
 
-    The limited memory ``W`` is (slots, 2m, n): rows 0..m−1 hold y vectors, rows m..2m−1
-    the matching s vectors (the compact representation's W = [Y, θS] is its transpose, times
-    θ on the s half). It is a ring buffer per problem; ``stamp`` orders the pairs and unused
-    pairs are zero.
+    The limited memory ``W`` is (slots, 2m, aligned(n)): rows 0..m−1 hold y vectors, rows
+    m..2m−1 the matching s vectors (the compact representation's W = [Y, θS] is its
+    transpose, times θ on the s half), zero beyond column n so that every row of W starts on
+    a 64-byte boundary (MKL's batched products round with the alignment of each problem's
+    block). It is a ring buffer per problem; ``stamp`` orders the pairs and unused pairs are
+    zero.
     """
 
     TENSORS = ("problem", "phase", "x", "f", "g", "lower", "upper", "boxed", "W", "SY", "SS", "stamp",
@@ -105,7 +130,7 @@ class State:
         self.lower = f64(slots, n)
         self.upper = f64(slots, n)
         self.boxed = torch.zeros(slots, dtype=torch.bool, device=device)
-        self.W = f64(slots, 2 * m, n)
+        self.W = f64(slots, 2 * m, aligned(n))
         self.SY = f64(slots, m, m)  # SY[i, j] = s_iᵀ y_j
         self.SS = f64(slots, m, m)
         self.stamp = torch.full((slots, m), -1, dtype=torch.int64, device=device)

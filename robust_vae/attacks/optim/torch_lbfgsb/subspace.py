@@ -22,16 +22,19 @@ import torch
 from robust_vae.attacks.optim.torch_lbfgsb.cauchy import cauchy_point
 from robust_vae.attacks.optim.torch_lbfgsb.line_search import start_search
 from robust_vae.attacks.optim.torch_lbfgsb.memory import middle_matrices
-from robust_vae.attacks.optim.torch_lbfgsb.state import BIG, State, bmv, s_scale
+from robust_vae.attacks.optim.torch_lbfgsb.state import BIG, State, bmv, pad_identity, s_scale
 
-GRAM_BUCKETS = (16, 64, 256)
+GRAM_MIN_WIDTH = 8
 
 
 def update_gram(gram: torch.Tensor, free_prev: torch.Tensor, memory: torch.Tensor, free: torch.Tensor,
                 rows: torch.Tensor) -> torch.Tensor:
     """gram = [Y S]ᵀ diag(free_prev) [Y S], brought to the new free sets ``free`` on the rows
     in mask ``rows``: + w_i w_iᵀ for each entering and − w_i w_iᵀ for each leaving variable.
-    Rows are grouped by their number of changes (padding within a group only)."""
+    Each row's changes are padded with zeros to a width that depends on its own number of
+    changes only (the power of two ≥ max(changes, 8)), and rows of equal width share one
+    batched product: neither the summation length nor the alignment of a row's block (a
+    multiple of 64 bytes) depends on the other rows."""
     change = (free != free_prev) & rows.unsqueeze(1)
     counts = change.sum(1)
     if not bool((counts > 0).any()):
@@ -42,25 +45,31 @@ def update_gram(gram: torch.Tensor, free_prev: torch.Tensor, memory: torch.Tenso
     position = torch.arange(entries.shape[0], device=free.device) - starts[row_of]
     sign_of = torch.where(free[row_of, col_of], 1.0, -1.0).to(memory.dtype)
     gram = gram.clone()
-    low = 0
-    limits = [limit for limit in GRAM_BUCKETS if limit < free.shape[1]] + [free.shape[1]]
-    for limit in limits:
+    low, limit, most = 0, GRAM_MIN_WIDTH, int(counts.max())
+    while low < most:
         bucket = (counts > low) & (counts <= limit)
-        low = limit
-        if not bool(bucket.any()):
-            continue
-        brows = torch.nonzero(bucket).squeeze(1)
-        width = int(counts[brows].max())
-        local = torch.full_like(counts, -1)
-        local[brows] = torch.arange(brows.numel(), device=free.device)
-        mine = local[row_of] >= 0
-        idx = torch.zeros(brows.numel(), width, dtype=torch.int64, device=free.device)
-        sign = torch.zeros(brows.numel(), width, dtype=memory.dtype, device=free.device)
-        idx[local[row_of[mine]], position[mine]] = col_of[mine]
-        sign[local[row_of[mine]], position[mine]] = sign_of[mine]
-        cols = memory.transpose(1, 2)[brows.unsqueeze(1), idx]   # (q, width, 2m)
-        gram[brows] += torch.bmm((cols * sign.unsqueeze(2)).transpose(1, 2), cols)
+        if bool(bucket.any()):
+            _add_changes(gram, memory, torch.nonzero(bucket).squeeze(1), limit, row_of, col_of, position,
+                         sign_of)
+        low, limit = limit, 2 * limit
     return gram
+
+
+def _add_changes(gram: torch.Tensor, memory: torch.Tensor, brows: torch.Tensor, limit: int,
+                 row_of: torch.Tensor, col_of: torch.Tensor, position: torch.Tensor,
+                 sign_of: torch.Tensor) -> None:
+    """Add ± w_i w_iᵀ for the changed variables of the rows ``brows`` to ``gram`` (in place),
+    their changes padded with zeros to ``limit``."""
+    device = memory.device
+    local = torch.full((gram.shape[0],), -1, dtype=torch.int64, device=device)
+    local[brows] = torch.arange(brows.numel(), device=device)
+    mine = local[row_of] >= 0
+    idx = torch.zeros(brows.numel(), limit, dtype=torch.int64, device=device)
+    sign = torch.zeros(brows.numel(), limit, dtype=memory.dtype, device=device)
+    idx[local[row_of[mine]], position[mine]] = col_of[mine]
+    sign[local[row_of[mine]], position[mine]] = sign_of[mine]
+    cols = memory.transpose(1, 2)[brows.unsqueeze(1), idx]   # (q, limit, 2m)
+    gram[brows] += torch.bmm((cols * sign.unsqueeze(2)).transpose(1, 2), cols)
 
 
 def subspace_step(x: torch.Tensor, g: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
@@ -77,14 +86,18 @@ def subspace_step(x: torch.Tensor, g: torch.Tensor, lower: torch.Tensor, upper: 
     freef = free.to(x.dtype)
     shrink = 1.0 - th * t_star.unsqueeze(1)
     h = shrink * g * freef
-    scale = s_scale(theta, c.shape[1])
+    two_m = c.shape[1]
+    scale = s_scale(theta, two_m)
     a_mat = gram * scale.unsqueeze(2) * scale.unsqueeze(1)   # A = Wᵀ Z Zᵀ W
     mc = bmv(big_m, c)
     b_vec = -shrink * p_star - bmv(a_mat, mc)
-    v, info = torch.linalg.solve_ex(k_mat - a_mat / theta.view(-1, 1, 1), b_vec.unsqueeze(2))
-    v = torch.where((info == 0).view(-1, 1), v.squeeze(2), torch.zeros_like(b_vec))
+    lhs = pad_identity(k_mat - a_mat / theta.view(-1, 1, 1))
+    rhs = b_vec.new_zeros(b_vec.shape[0], lhs.shape[1], 1)
+    rhs[:, :two_m, 0] = b_vec
+    v, info = torch.linalg.solve_ex(lhs, rhs)
+    v = torch.where((info == 0).view(-1, 1), v[:, :two_m, 0], torch.zeros_like(b_vec))
     u = (mc / th - v / (th * th)) * scale
-    step = (-h / th + torch.bmm(u.unsqueeze(1), memory).squeeze(1)) * freef
+    step = (-h / th + torch.bmm(u.unsqueeze(1), memory).squeeze(1)[:, :x.shape[1]]) * freef
     step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
     projected = torch.minimum(torch.maximum(xc + step, lower), upper)
     descent = ((projected - x) * g).sum(1) <= 0
