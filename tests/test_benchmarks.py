@@ -145,14 +145,17 @@ def test_readme_lbfgsb_precision_table_is_the_committed_result() -> None:
         (p, b) for p in ("float32", "float64") for b in (False, True)}
 
 
-def test_readme_lbfgsb_warm_start_table_is_the_committed_result() -> None:
-    """The README's warm-start table is `python -m benchmarks.lbfgsb_warm_start --render`."""
+@pytest.mark.parametrize(("marker", "name", "solver"), [("lbfgsb-warm-start", "lbfgsb_warm_start", "scipy"),
+                                                       ("lbfgsb-warm-start-torch", "lbfgsb_warm_start_torch", "torch")])
+def test_readme_lbfgsb_warm_start_table_is_the_committed_result(marker: str, name: str, solver: str) -> None:
+    """The README's warm-start tables are `python -m benchmarks.lbfgsb_warm_start --render`."""
     from benchmarks.lbfgsb_warm_start import table
 
     readme = (ROOT / "README.md").read_text()
-    start, end = "<!-- lbfgsb-warm-start:start -->\n", "<!-- lbfgsb-warm-start:end -->"
+    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
     pasted = readme[readme.index(start) + len(start):readme.index(end)]
-    report = json.loads((RESULTS / "lbfgsb_warm_start.json").read_text())
+    report = json.loads((RESULTS / f"{name}.json").read_text())
+    assert report["solver"] == solver
     assert pasted.strip() == table(report).strip()
     assert f"--pairs {report['pairs']}" in readme and report["max_iter"] is None  # the recipe's full length
     assert set(report["modes"]) == {"none", "descending", "ascending"}

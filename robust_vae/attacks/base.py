@@ -154,6 +154,7 @@ class RunOutput:
     iterations: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     evaluations: torch.Tensor | None = None  # (M,) objective/gradient evaluations, where the solver counts them
+    memory: Any = None  # the torch L-BFGS-B's final limited memories (a continuation passes them on)
 
 
 def expected_image_shape(model: object) -> tuple[int, int, int] | None:

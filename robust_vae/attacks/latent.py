@@ -31,7 +31,7 @@ from robust_vae.attacks.objectives import (
 from robust_vae.attacks.optim.adam import BatchedAdam
 from robust_vae.attacks.optim.gradients import LossFn, loss_and_gradient
 from robust_vae.attacks.optim.scipy_lbfgsb import lockstep_lbfgsb
-from robust_vae.attacks.optim.torch_lbfgsb import torch_lbfgsb
+from robust_vae.attacks.optim.torch_lbfgsb import Memory, torch_lbfgsb
 from robust_vae.attacks.options import Choice
 from robust_vae.attacks.registry import register_attack
 from robust_vae.core import progress
@@ -230,6 +230,8 @@ def lbfgsb_on_images(
     dtype: torch.dtype = torch.float32,
     row_by_row: bool = False,
     start: torch.Tensor | None = None,
+    initial_memory: Memory | None = None,
+    keep_memory: bool = False,
 ) -> RunOutput:
     """Solve min loss_fn(x) over x in [0, 1] (∩ L∞ ball) for every problem, in lock-step.
 
@@ -240,7 +242,9 @@ def lbfgsb_on_images(
     so how problems are batched cannot change a result (a batched conv rounds differently at
     different batch sizes, and L-BFGS-B amplifies the last bit), at the cost of batching.
     The solutions and objectives come back in ``dtype``. ``start`` (M, C, H, W), inside the
-    bounds: the points the runs start from (default: the sources).
+    bounds: the points the runs start from (default: the sources). The torch solver can also
+    start every problem with a limited memory and return the final ones (``initial_memory``,
+    ``keep_memory``: :class:`~robust_vae.attacks.optim.torch_lbfgsb.Memory`).
     """
     def evaluate(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not row_by_row:
@@ -250,7 +254,8 @@ def lbfgsb_on_images(
 
     if Solver.parse(solver, "L-BFGS-B solver") is Solver.TORCH:
         return _torch_lbfgsb_on_images(evaluate, problem, memory=memory, factr=factr, pgtol=pgtol,
-                                       max_iter=max_iter, batch=batch, dtype=dtype, start=start)
+                                       max_iter=max_iter, batch=batch, dtype=dtype, start=start,
+                                       initial_memory=initial_memory, keep_memory=keep_memory)
     sources = problem.sources
     shape, device = sources.shape[1:], sources.device
     flat = sources.detach().flatten(1).cpu().double().numpy()
@@ -275,7 +280,8 @@ def lbfgsb_on_images(
 
 def _torch_lbfgsb_on_images(evaluate: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                             problem: Problem, *, memory: int, factr: float, pgtol: float, max_iter: int,
-                            batch: int, dtype: torch.dtype, start: torch.Tensor | None = None) -> RunOutput:
+                            batch: int, dtype: torch.dtype, start: torch.Tensor | None = None,
+                            initial_memory: Memory | None = None, keep_memory: bool = False) -> RunOutput:
     sources = problem.sources
     shape = sources.shape[1:]
     flat = sources.detach().flatten(1).double()
@@ -290,22 +296,27 @@ def _torch_lbfgsb_on_images(evaluate: Callable[[torch.Tensor, torch.Tensor], tup
 
     x0 = flat if start is None else torch.minimum(torch.maximum(start.detach().flatten(1).to(flat), lower), upper)
     result = torch_lbfgsb(objective, x0, lower, upper, memory=memory, factr=factr, pgtol=pgtol,
-                          max_iter=max_iter, batch=batch)
+                          max_iter=max_iter, batch=batch, initial_memory=initial_memory, keep_memory=keep_memory)
     x = result.x.to(dtype).view(-1, *shape)
-    return RunOutput(x, result.fun.to(dtype), result.nit, evaluations=result.nfev)
+    return RunOutput(x, result.fun.to(dtype), result.nit, evaluations=result.nfev, memory=result.memory)
 
 
 def _continuation(problem: Problem, loss_fn: LossFn,
-                  solve: Callable[[Problem, LossFn, torch.Tensor | None], RunOutput], k: int,
+                  solve: Callable[[Problem, LossFn, torch.Tensor | None, Memory | None], RunOutput], k: int,
                   descending: bool) -> RunOutput:
     """A C sweep (K blocks of N problems, block j at C_j) solved as a continuation: the first C
-    of the order from the sources, every next one from the previous C's solutions."""
+    of the order from the sources, every next one from the previous C's solutions and, where
+    the solver returns them (torch), its limited memories. The objective is Δ + C‖x − x_s‖²,
+    so a pair (s, y) of the previous C is a pair of this C with y + 2(C − C_prev)·s: exact, not
+    an approximation (pairs that lose positive curvature are dropped)."""
     assert problem.sweep is not None
     n = problem.sources.shape[0] // k
     values = problem.sweep.view(k, n)[:, 0]
     order = torch.argsort(values.double(), descending=descending, stable=True).tolist()
     parts: dict[int, RunOutput] = {}
     start: torch.Tensor | None = None
+    memory: Memory | None = None
+    previous = 0.0
     for j in order:
         block = slice(j * n, (j + 1) * n)
         part = Problem(problem.sources[block], None if problem.targets is None else problem.targets[block],
@@ -315,8 +326,11 @@ def _continuation(problem: Problem, loss_fn: LossFn,
         def shifted(x: torch.Tensor, rows: torch.Tensor, offset: int = j * n) -> torch.Tensor:
             return loss_fn(x, rows + offset)
 
-        parts[j] = solve(part, shifted, start)
-        start = parts[j].adversarial
+        c = float(values[j])
+        if memory is not None:
+            memory = Memory(memory.y + 2.0 * (c - previous) * memory.s, memory.s, memory.count)
+        parts[j] = solve(part, shifted, start, memory)
+        start, memory, previous = parts[j].adversarial, parts[j].memory, c
     blocks = [parts[j] for j in range(k)]
     evaluations = [b.evaluations for b in blocks]
     return RunOutput(torch.cat([b.adversarial for b in blocks]), torch.cat([b.objective for b in blocks]),
@@ -425,12 +439,15 @@ class LatentLBFGSB(Attack):
             distance = latent_divergence(model, x, divergence, problem.target_code[rows], params)
             return distance + c[rows] * squared_distortion(x, problem.sources[rows])
 
-        def solve(part: Problem, loss: LossFn, start: torch.Tensor | None) -> RunOutput:
+        warm = WarmStart.of(self.warm_start)
+        continued = warm is not WarmStart.NONE and self.sweep_size() > 1
+
+        def solve(part: Problem, loss: LossFn, start: torch.Tensor | None, memory: Memory | None) -> RunOutput:
             return lbfgsb_on_images(loss, part, memory=self.memory, factr=self.factr, pgtol=self.pgtol,
                                     max_iter=self.max_iter, workers=self.workers, solver=self.solver,
-                                    batch=self.batch, dtype=dtype, row_by_row=self.row_by_row, start=start)
+                                    batch=self.batch, dtype=dtype, row_by_row=self.row_by_row, start=start,
+                                    initial_memory=memory, keep_memory=continued)
 
-        warm = WarmStart.of(self.warm_start)
-        if warm is WarmStart.NONE or self.sweep_size() == 1:
-            return solve(problem, loss_fn, None)
+        if not continued:
+            return solve(problem, loss_fn, None, None)
         return _continuation(problem, loss_fn, solve, self.sweep_size(), descending=warm is WarmStart.DESCENDING)

@@ -203,9 +203,11 @@ def test_float64_reaches_the_bounded_least_squares_solution_within_1e_6(solver: 
             assert float(x[k, i].min()) >= 0.0 and float(x[k, i].max()) <= 1.0
 
 
+@pytest.mark.parametrize("solver", ["scipy", "torch"])
 @pytest.mark.parametrize("warm_start", ["descending", "ascending", True])
-def test_warm_and_cold_start_reach_the_same_optimum(warm_start: str | bool) -> None:
-    """A convex problem has one optimum per C: the continuation must find it too, and cheaper."""
+def test_warm_and_cold_start_reach_the_same_optimum(warm_start: str | bool, solver: str) -> None:
+    """A convex problem has one optimum per C: the continuation must find it too, and cheaper
+    (the torch solver also carries its limited memory from one C to the next)."""
     from robust_vae.attacks.base import as_attackable
 
     model, weight, bias, xs, target = linear_problem(0, "mnist-like")
@@ -213,7 +215,7 @@ def test_warm_and_cold_start_reach_the_same_optimum(warm_start: str | bool) -> N
     outputs = {}
     for mode in ("none", warm_start):
         lbfgsb = make_attack("latent-lbfgsb", divergence="l2", c=cs, max_iter=1000, pgtol=1e-10,
-                             precision="float64", warm_start=mode)
+                             precision="float64", warm_start=mode, solver=solver)
         problem = lbfgsb._flatten_batch(as_attackable(model), torch.device("cpu"), xs.float().view(N, *SHAPE),
                                         target.float(), None, None)
         outputs[mode] = lbfgsb.run(model, problem)

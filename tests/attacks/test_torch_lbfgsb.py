@@ -226,3 +226,52 @@ def test_solver_option_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="solver"):
         make_attack("latent-lbfgsb", solver="fortran")
+
+
+# ----------------------------------------------------------------------------- memories
+def shifted_problem(seed: int, batch: int, n: int = 256):  # type: ignore[no-untyped-def]
+    """f_C(x) = ‖Ax − b‖² + 0.1 Σ tanh(3x) + C‖x − x₀‖², row by row (elementwise sums)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(batch, 40, n, generator=g, dtype=torch.float64) / 10
+    b = torch.randn(batch, 40, generator=g, dtype=torch.float64)
+    x0 = torch.rand(batch, n, generator=g, dtype=torch.float64)
+
+    def at(c: float) -> TorchObjective:
+        def objective(rows: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            r = (a[rows] * x.unsqueeze(1)).sum(2) - b[rows]
+            value = (r * r).sum(1) + 0.1 * torch.tanh(3 * x).sum(1) + c * ((x - x0[rows]) ** 2).sum(1)
+            grad = (2 * (a[rows].transpose(1, 2) * r.unsqueeze(1)).sum(2) + 0.3 * (1 - torch.tanh(3 * x) ** 2)
+                    + 2 * c * (x - x0[rows]))
+            return value, grad
+        return objective
+
+    return at, x0
+
+
+def test_a_kept_memory_restarts_a_solved_problem_at_once_and_carries_to_a_shifted_one() -> None:
+    from robust_vae.attacks.optim.torch_lbfgsb import Memory
+
+    at, x0 = shifted_problem(0, 4)
+    lower, upper = torch.zeros_like(x0), torch.ones_like(x0)
+    options = {"memory": 25, "factr": 10.0, "pgtol": 1e-9, "max_iter": 1000}
+    first = torch_lbfgsb(at(1.0), x0, lower, upper, keep_memory=True, **options)
+    assert first.memory is not None and (first.memory.count > 20).all()
+    # its own memory at its own solution: converged within two evaluations (empty memory: more)
+    again = torch_lbfgsb(at(1.0), first.x, lower, upper, initial_memory=first.memory, **options)
+    assert (again.nfev <= 2).all(), again.nfev
+    # C = 0.9: y + 2(C − C_prev)s are exact pairs of the new objective; the same optimum as
+    # cold start, with fewer evaluations than from the old solution alone
+    shifted = Memory(first.memory.y + 2 * (0.9 - 1.0) * first.memory.s, first.memory.s, first.memory.count)
+    warm = torch_lbfgsb(at(0.9), first.x, lower, upper, initial_memory=shifted, **options)
+    plain = torch_lbfgsb(at(0.9), first.x, lower, upper, **options)
+    cold = torch_lbfgsb(at(0.9), x0, lower, upper, **options)
+    torch.testing.assert_close(warm.fun, cold.fun, rtol=1e-12, atol=1e-12)
+    assert (warm.nfev < plain.nfev).all() and (plain.nfev < cold.nfev).all()
+    # and a problem started with a memory is still its own: alone, together and through one slot
+    for i in range(4):
+        alone = torch_lbfgsb(lambda rows, x, i=i: at(0.9)(rows + i, x), first.x[i:i + 1], lower[i:i + 1],
+                             upper[i:i + 1], initial_memory=Memory(shifted.y[i:i + 1], shifted.s[i:i + 1],
+                                                                   shifted.count[i:i + 1]), **options)
+        assert torch.equal(alone.x[0], warm.x[i]) and int(alone.nfev[0]) == int(warm.nfev[i])
+    one_slot = torch_lbfgsb(at(0.9), first.x, lower, upper, initial_memory=shifted, batch=1, **options)
+    assert torch.equal(one_slot.x, warm.x)

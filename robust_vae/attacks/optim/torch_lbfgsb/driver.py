@@ -28,6 +28,7 @@ from robust_vae.attacks.optim.torch_lbfgsb.state import (
     LINE_SEARCH_FAILED,
     MAX_FUN,
     MAX_ITER,
+    Memory,
     State,
     TorchLBFGSBResult,
     TorchObjective,
@@ -52,9 +53,13 @@ class _Settings:
 class _Problems:
     """The M problems: their inputs, the outputs of the finished ones, the next one to admit."""
 
-    def __init__(self, x0: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> None:
+    def __init__(self, x0: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, m: int,
+                 initial_memory: Memory | None = None, keep_memory: bool = False,
+                 curvature_eps: float = EPS) -> None:
         device = x0.device
         self.x0, self.lower, self.upper = x0, lower, upper
+        self.initial_memory, self.curvature_eps = initial_memory, curvature_eps
+        self.memory: Memory | None = None
         self.total = x0.shape[0]
         self.next = 0
         self.x = x0.clone()
@@ -62,13 +67,16 @@ class _Problems:
         self.nit = torch.zeros(self.total, dtype=torch.int64, device=device)
         self.nfev = torch.zeros(self.total, dtype=torch.int64, device=device)
         self.status = torch.full((self.total,), -1, dtype=torch.int64, device=device)
+        if keep_memory:
+            self.memory = Memory(x0.new_zeros(self.total, m, x0.shape[1]), x0.new_zeros(self.total, m, x0.shape[1]),
+                                 torch.zeros(self.total, dtype=torch.int64, device=device))
 
     @property
     def all_admitted(self) -> bool:
         return self.next == self.total
 
     def result(self) -> TorchLBFGSBResult:
-        return TorchLBFGSBResult(self.x, self.f, self.nit, self.nfev, self.status)
+        return TorchLBFGSBResult(self.x, self.f, self.nit, self.nfev, self.status, self.memory)
 
     def admit(self, st: State) -> None:
         """Give the free slots of ``st`` to the next waiting problems."""
@@ -88,12 +96,18 @@ class _Problems:
         st.nit[rows] = 0
         st.nfev[rows] = 0
         st.reset_memory(rows)
+        start = self.initial_memory
+        if start is not None:
+            st.load_memory(rows, start.y[problems], start.s[problems], start.count[problems], self.curvature_eps)
 
     def finish(self, st: State, rows: torch.Tensor, status: int | torch.Tensor) -> None:
         """Record the problems in slots ``rows`` as finished with ``status`` and free the slots."""
         if rows.numel() == 0:
             return
         problems = st.problem[rows]
+        if self.memory is not None:
+            y, s, count = st.export_memory(rows)
+            self.memory.y[problems], self.memory.s[problems], self.memory.count[problems] = y, s, count
         self.x[problems], self.f[problems] = st.x[rows], st.f[rows]
         self.nit[problems], self.nfev[problems] = st.nit[rows], st.nfev[rows]
         self.status[problems] = status if isinstance(status, torch.Tensor) else torch.full_like(problems, status)
@@ -116,13 +130,18 @@ def torch_lbfgsb(
     curvature_eps: float = EPS,
     ftol_ls: float = 1e-3,
     gtol_ls: float = 0.9,
+    initial_memory: Memory | None = None,
+    keep_memory: bool = False,
 ) -> TorchLBFGSBResult:
     """Minimise M independent problems ``objective`` over the boxes [lower, upper] (all (M, n)).
 
     ``memory``, ``factr``, ``pgtol``, ``max_iter`` and ``max_fun`` mean what they mean in SciPy's
     ``fmin_l_bfgs_b`` (m, factr, pgtol, maxiter, maxfun). ``batch``: problems held at once
     (rows of the lock-step tensors). Infinite bounds are allowed. Everything runs on
-    ``x0``'s device in float64.
+    ``x0``'s device in float64. ``initial_memory``: every problem starts with these (s, y)
+    pairs instead of an empty memory (a continuation: the memory of a neighbouring problem,
+    its y corrected to this problem's gradients where that is known exactly); ``keep_memory``:
+    the result carries every problem's final memory.
     """
     if memory < 1:
         raise ValueError("memory must be >= 1")
@@ -130,7 +149,12 @@ def torch_lbfgsb(
     x0 = x0.detach().to(torch.float64)
     lower = lower.detach().to(device, torch.float64).expand_as(x0)
     upper = upper.detach().to(device, torch.float64).expand_as(x0)
-    problems = _Problems(x0, lower, upper)
+    if initial_memory is not None:
+        if initial_memory.y.shape[0] != x0.shape[0] or initial_memory.y.shape[2] != x0.shape[1]:
+            raise ValueError("initial_memory must hold one (m, n) memory per problem")
+        initial_memory = Memory(initial_memory.y.to(device, torch.float64), initial_memory.s.to(device, torch.float64),
+                                initial_memory.count.to(device, torch.int64))
+    problems = _Problems(x0, lower, upper, memory, initial_memory, keep_memory, curvature_eps)
     if problems.total == 0:
         return problems.result()
     settings = _Settings(pgtol, factr * EPS, max_iter, max_fun, curvature_eps,
@@ -163,6 +187,8 @@ def _round(objective: TorchObjective, st: State, occupied: torch.Tensor, problem
     init = occupied & initial
     if bool(init.any()):
         need |= _first_evaluation(st, init, values, grads, problems, settings.pgtol)
+        st.start_p0(torch.nonzero(init & st.loaded & (st.problem >= 0)).squeeze(1))
+    st.loaded &= ~init
     ls = occupied & ~initial
     if bool(ls.any()):
         need |= _line_search_round(st, ls, values, grads, problems, settings)

@@ -34,15 +34,28 @@ STATUS_TEXT = {
 
 
 @dataclass
+class Memory:
+    """The limited memories of M problems, for starting other problems with them: y and s
+    (M, m, n) float64, pair j of a problem older than pair j + 1; ``count`` (M,) int64 pairs in
+    use (the first ``count`` of each problem; the rest are zero)."""
+
+    y: torch.Tensor
+    s: torch.Tensor
+    count: torch.Tensor
+
+
+@dataclass
 class TorchLBFGSBResult:
     """x: (M, n) float64 solutions; fun: (M,) final values; nit, nfev, status: (M,) int64
-    (status: the codes of :data:`STATUS_TEXT`)."""
+    (status: the codes of :data:`STATUS_TEXT`); ``memory``: each problem's final limited
+    memory when it was asked for (``keep_memory``), else None."""
 
     x: torch.Tensor
     fun: torch.Tensor
     nit: torch.Tensor
     nfev: torch.Tensor
     status: torch.Tensor
+    memory: Memory | None = None
 
 
 def projected_gradient_norm(x: torch.Tensor, g: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
@@ -109,7 +122,7 @@ class State:
     TENSORS = ("problem", "phase", "x", "f", "g", "lower", "upper", "boxed", "W", "SY", "SS", "stamp",
                "count", "theta", "gram", "free_prev", "p0", "xbar", "d", "dg0", "stpmax", "stp", "lo",
                "f_lo", "dg_lo", "g_lo", "hi", "f_hi", "dg_hi", "bracketed", "width", "width1",
-               "ls_evals", "nit", "nfev")
+               "ls_evals", "nit", "nfev", "loaded")
 
     def __init__(self, slots: int, n: int, m: int, device: torch.device) -> None:
         def f64(*shape: int) -> torch.Tensor:
@@ -159,6 +172,7 @@ class State:
         self.ls_evals = i64(slots)
         self.nit = i64(slots)
         self.nfev = i64(slots)
+        self.loaded = torch.zeros(slots, dtype=torch.bool, device=device)  # started with a memory: p0 to set
 
     @property
     def slots(self) -> int:
@@ -172,6 +186,51 @@ class State:
             setattr(new, name, getattr(self, name)[rows].clone())
         return new
 
+    def export_memory(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The memories of ``rows`` oldest pair first: y, s (r, m, n) and count (r,)."""
+        n = self.x.shape[1]
+        order = torch.argsort(torch.where(self.stamp[rows] >= 0, self.stamp[rows], torch.iinfo(torch.int64).max),
+                              dim=1, stable=True)
+        y = torch.gather(self.W[rows, :self.m, :n], 1, order.unsqueeze(2).expand(-1, -1, n))
+        s = torch.gather(self.W[rows, self.m:, :n], 1, order.unsqueeze(2).expand(-1, -1, n))
+        return y, s, torch.clamp(self.count[rows], max=self.m)
+
+    def load_memory(self, rows: torch.Tensor, y: torch.Tensor, s: torch.Tensor, count: torch.Tensor,
+                    curvature_eps: float) -> None:
+        """Start ``rows`` (just reset) with the pairs y, s (r, m, n), oldest first, of which the
+        first ``count`` (r,) are in use; pairs that fail the curvature test sᵀy > ε‖y‖² are
+        left out, as an iteration would. SᵀY and SᵀS are sums of elementwise products per row
+        (batch independent); the gram starts empty with an empty free set, and p0 is set at
+        the first evaluation (:meth:`start_p0`)."""
+        n = self.x.shape[1]
+        for i, row in enumerate(rows.tolist()):
+            yi, si = y[i, :int(count[i])], s[i, :int(count[i])]
+            sy, yy = (si * yi).sum(1), (yi * yi).sum(1)
+            keep = (sy > curvature_eps * yy) & torch.isfinite(sy) & torch.isfinite(yy) & (yy > 0)
+            yi, si = yi[keep][-self.m:], si[keep][-self.m:]
+            k = yi.shape[0]
+            if k == 0:
+                continue
+            self.W[row, :k, :n] = yi
+            self.W[row, self.m:self.m + k, :n] = si
+            self.stamp[row, :k] = torch.arange(k, device=self.stamp.device)
+            self.count[row] = k
+            self.SY[row, :k, :k] = (si.unsqueeze(1) * yi.unsqueeze(0)).sum(2)   # SY[i, j] = s_iᵀ y_j
+            self.SS[row, :k, :k] = (si.unsqueeze(1) * si.unsqueeze(0)).sum(2)
+            self.theta[row] = (yi[-1] * yi[-1]).sum() / (si[-1] * yi[-1]).sum()
+            self.free_prev[row] = False
+            self.loaded[row] = True
+
+    def start_p0(self, rows: torch.Tensor) -> None:
+        """p0 = [Y S]ᵀ d for the steepest-descent d at x, on ``rows`` whose memory was loaded."""
+        if rows.numel() == 0:
+            return
+        _, _, d = steepest_descent(self.x[rows], self.g[rows], self.lower[rows], self.upper[rows])
+        pad = self.W.shape[2] - d.shape[1]
+        if pad:
+            d = torch.nn.functional.pad(d, (0, pad))
+        self.p0[rows] = bmv(self.W[rows], d)
+
     def reset_memory(self, rows: torch.Tensor) -> None:
         """Empty the limited memory of ``rows``."""
         if rows.numel() == 0:
@@ -184,3 +243,4 @@ class State:
         self.stamp[rows] = -1
         self.count[rows] = 0
         self.theta[rows] = 1.0
+        self.loaded[rows] = False
