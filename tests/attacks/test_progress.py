@@ -1,7 +1,8 @@
 """Every registered attack reports its optimisation steps to ``robust_vae.core.progress``
 while it runs: several calls per attack call, ``done`` never decreasing and moving forward,
-``total`` the attack's own step count (L-BFGS-B: ``max_iter``; Carlini-Wagner:
-binary-search steps × steps)."""
+``total`` the attack's own step count (L-BFGS-B: ``max_iter`` per problem, here N problems,
+so that the bar keeps moving while problems wait for a slot; Carlini-Wagner: binary-search
+steps × steps)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ CASES: dict[str, list[tuple[str, dict[str, Any], int]]] = {
     "latent-adam": [("adam", {"steps": 6}, 6),
                     ("adam-early-stop", {"steps": 6, "early_stop": True, "check_every": 2}, 6)],
     "latent-pgd": [("pgd-linf", {"steps": 5}, 5), ("pgd-l2", {"steps": 5, "norm": "l2", "epsilon": 1.0}, 5)],
-    "latent-lbfgsb": [("scipy", {"c": [0.01], "max_iter": 6}, 6),
-                      ("torch", {"c": [0.01], "max_iter": 6, "solver": "torch"}, 6)],
-    "output": [("adam", {"steps": 5}, 5), ("lbfgsb", {"optimizer": "lbfgsb", "max_iter": 4}, 4)],
+    "latent-lbfgsb": [("scipy", {"c": [0.01], "max_iter": 6}, N * 6),
+                      ("torch", {"c": [0.01], "max_iter": 6, "solver": "torch"}, N * 6)],
+    "output": [("adam", {"steps": 5}, 5), ("lbfgsb", {"optimizer": "lbfgsb", "max_iter": 4}, N * 4)],
     "e2e": [("linf-pgd", {"steps": 5}, 5),
             ("cw", {"method": "cw", "epsilon": 2.0, "steps": 3, "binary_search_steps": 2,
                     "initial_const": 10.0, "cw_stepsize": 0.2}, 6)],
@@ -31,7 +32,7 @@ CASES: dict[str, list[tuple[str, dict[str, Any], int]]] = {
     # each member's steps rescaled to its slice of 1000 (robust_vae.attacks.ensemble.PROGRESS_SCALE)
     "ensemble": [("members", {"members": ["thesis-fast", "pgd-linf"]}, 2000)],
     "max-damage": [("pgd", {"steps": 3, "restarts": 2}, 6),
-                   ("lbfgsb", {"optimizer": "lbfgsb", "max_iter": 4, "restarts": 1}, 4)],
+                   ("lbfgsb", {"optimizer": "lbfgsb", "max_iter": 4, "restarts": 1}, N * 4)],
     "unsupervised": [("l2", {"power_iterations": 4}, 4),
                      ("linf-sweep", {"power_iterations": 3, "norm": "linf", "epsilon": [0.05, 0.1]}, 3)],
     "unsupervised-kl": [("l2", {"steps": 5}, 5), ("linf", {"steps": 4, "norm": "linf", "epsilon": 0.1}, 4)],

@@ -7,9 +7,10 @@ exactly the iterates it would follow alone (its result does not depend on the ot
 while the expensive gradients are computed in batches.
 
 After every batched evaluation the coordinator reports progress
-(:func:`robust_vae.core.progress.step`): the most iterations any problem has completed, out
-of ``max_iter`` (each worker counts its problem's iterations with SciPy's ``callback``, which
-does not change the iterates).
+(:func:`robust_vae.core.progress.step`): the iterations done out of ``max_iter`` per problem,
+a finished problem counting ``max_iter`` (each worker counts its problem's iterations with
+SciPy's ``callback``, which does not change the iterates), so the bar moves until the last
+problem ends, also when there are more problems than workers.
 """
 
 from __future__ import annotations
@@ -88,7 +89,12 @@ class _Job:
     options: dict[str, float]
     out: LBFGSBResult
     iterations: np.ndarray  # (M,) iterations so far, for progress
+    finished: np.ndarray  # (M,) bool, for progress
     errors: list[BaseException] = field(default_factory=list)
+
+    def work_done(self, max_iter: int) -> int:
+        """Progress in iterations: ``max_iter`` per finished problem, the count so far for the others."""
+        return int(np.where(self.finished, max_iter, np.minimum(self.iterations, max_iter)).sum())
 
     def work(self) -> None:
         """A worker thread: solve queued problems one by one until the queue is empty."""
@@ -110,6 +116,7 @@ class _Job:
             except BaseException as error:  # re-raised in the caller's thread below
                 self.errors.append(error)
             finally:
+                self.finished[i] = True
                 with coordinator.cv:
                     coordinator.running -= 1
                     coordinator.remaining -= 1
@@ -144,7 +151,8 @@ def lockstep_lbfgsb(
         todo.put(i)
     options = {"maxcor": memory, "ftol": factr * np.finfo(float).eps, "gtol": pgtol,
                "maxiter": max_iter, "maxfun": max_fun}
-    job = _Job(_Coordinator(m), todo, lower, upper, options, out, np.zeros(m, dtype=np.int64))
+    job = _Job(_Coordinator(m), todo, lower, upper, options, out, np.zeros(m, dtype=np.int64),
+               np.zeros(m, dtype=bool))
     threads = [threading.Thread(target=job.work, daemon=True) for _ in range(min(workers, m))]
     for thread in threads:
         thread.start()
@@ -158,7 +166,7 @@ def lockstep_lbfgsb(
             thread.join()
     if job.errors:
         raise job.errors[0]
-    progress.step(int(job.iterations.max()), max_iter)   # the last iterations, counted after the last round
+    progress.step(job.work_done(max_iter), m * max_iter)   # the last iterations, counted after the last round
     return out
 
 
@@ -183,4 +191,4 @@ def _serve(job: _Job, objective: BatchedObjective, max_iter: int) -> None:
         with coordinator.cv:
             coordinator.results.update(answers)
             coordinator.cv.notify_all()
-        progress.step(int(job.iterations.max()), max_iter)
+        progress.step(job.work_done(max_iter), len(job.iterations) * max_iter)

@@ -10,7 +10,8 @@ Step 5, **stopping**, per problem (convergence masks): ‖proj g‖∞ ≤ pgtol
 ``max_iter`` iterations, or ``max_fun`` evaluations.
 
 After every round the driver reports progress (:func:`robust_vae.core.progress.step`): the
-most iterations any problem has completed, out of ``max_iter``.
+iterations done out of ``max_iter`` per problem, a finished problem counting ``max_iter``, so
+the bar moves until the last problem ends, also when problems wait for a slot.
 """
 
 from __future__ import annotations
@@ -161,7 +162,6 @@ def torch_lbfgsb(
                          SearchOptions(ftol_ls, gtol_ls, max_ls, max_fun))
     st = State(max(1, min(batch, problems.total)), x0.shape[1], memory, device)
     problems.admit(st)
-    reached = 0
     while True:
         occupied = st.problem >= 0
         busy = int(occupied.sum())
@@ -171,8 +171,8 @@ def torch_lbfgsb(
             st = st.take(torch.nonzero(occupied).squeeze(1))   # compact: the batch has emptied
             occupied = st.problem >= 0
         _round(objective, st, occupied, problems, settings)
-        reached = max(reached, int(st.nit.max()))
-        progress.step(reached, max_iter)
+        running = st.nit[st.problem >= 0].clamp(max=max_iter)
+        progress.step(max_iter * int((problems.status >= 0).sum()) + int(running.sum()), problems.total * max_iter)
     return problems.result()
 
 
