@@ -155,9 +155,17 @@ def test_interface_shapes(family: str) -> None:
     model = get_family(family)().eval()
     assert model.family == family
     x = torch.rand(4, 1, 32, 32)
+    k = model.config.categorical_dim  # 10 for the thesis families, 0 for those without a categorical
     with torch.no_grad():
         params = model.encode(x)
         assert params.mean.shape == (4, 10) and params.logvar.shape == (4, 10)
+        if k == 0:
+            assert params.logits is None
+            assert torch.equal(model.attack_code(x), params.mean)
+            assert torch.equal(model.deterministic_code(params), params.mean)
+            assert model.decode(torch.randn(4, 10)).shape == (4, 1, 32, 32)
+            assert torch.equal(model.relaxed_reconstruct(x), model.reconstruct(x))
+            return
         assert params.logits is not None and params.logits.shape == (4, 10)
         z = torch.randn(4, 20)
         for name, out in {
@@ -188,10 +196,10 @@ def test_reconstruct_is_deterministic(family: str) -> None:
         assert torch.equal(first, model.reconstruct(x))
         assert torch.equal(first, model.train().reconstruct(x))
         assert torch.equal(model.relaxed_reconstruct(x), model.relaxed_reconstruct(x))
-        # training-time sampling, by contrast, is random
+        # training-time sampling, by contrast, is random (except for the deterministic autoencoder)
         a = model.sample_code(model.encode(x))
         b = model.sample_code(model.encode(x))
-        assert not torch.equal(a, b)
+        assert torch.equal(a, b) != model.stochastic
 
 
 BAD_COMMON = [
@@ -204,6 +212,12 @@ BAD_SPECIFIC = {
     "jointvae": [{"categorical_dim": 0}, {"gamma": 0.0}],
     "vae": [],
     "vae-wd": [],
+    "betatcvae": [{"beta": -1.0}, {"alpha": -1.0}, {"gamma": -1.0}, {"dataset_size": 0}],
+    "controlvae": [{"kl_set": -1.0}, {"kp": -0.1}, {"ki": -0.1}, {"beta_min": 0.5, "beta_max": 0.2},
+                   {"beta_init": 2.0}],
+    "sigmavae": [],
+    "lvae": [{"sigma0_sq_init": 0.0}, {"sigma1_sq_init": -1.0}],
+    "ae": [{"categorical_dim": 10}],
 }
 
 

@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a VAE family; rerun the same command to resume")
     add_common(p)
     add_dataset_options(p)
-    p.add_argument("--model", required=True, help="family: vae, vae-wd, jointvae, betavae, betavae-capacity")
+    p.add_argument("--model", required=True, help="family: vae, vae-wd, jointvae, betavae, betavae-capacity, "
+                   "betatcvae, controlvae, sigmavae, lvae, ae")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: 100000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weight-decay", type=float, default=None, help="override Adam weight decay")

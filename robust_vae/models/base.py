@@ -181,13 +181,21 @@ class LatentVAE(nn.Module):
 
     config_class: ClassVar[type[VAEConfig]] = VAEConfig
     family: ClassVar[str] = "vae"
+    #: False for a family whose code is deterministic (the autoencoder): ``sample_code`` returns the mean.
+    stochastic: ClassVar[bool] = True
+    #: The decoder likelihood the objective uses, as written on the model card.
+    likelihood: ClassVar[str] = "Bernoulli (BCE summed over pixels, mean over batch)"
 
     def __init__(self, config: VAEConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else self.config_class()
         c = self.config
-        self.encoder = Encoder(c.channels, c.hidden_dim, 2 * c.latent_dim + c.categorical_dim, c.image_size)
+        self.encoder = Encoder(c.channels, c.hidden_dim, self.encoder_outputs(), c.image_size)
         self.decoder = Decoder(c.latent_dim + c.categorical_dim, c.hidden_dim, c.channels, c.image_size)
+
+    def encoder_outputs(self) -> int:
+        """Width of the encoder's linear head: mean and logvar per Gaussian latent, plus the logits."""
+        return 2 * self.config.latent_dim + self.config.categorical_dim
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -197,15 +205,19 @@ class LatentVAE(nn.Module):
     # ----- the model interface (what attacks and evaluation use) -----
     def encode(self, x: torch.Tensor) -> LatentParams:
         """(N, C, H, W) in [0, 1] -> posterior parameters (C, H, W from the config)."""
+        self.check_input(x)
+        h = self.encoder(x)
+        d = self.config.latent_dim
+        logits = h[:, 2 * d:] if self.config.categorical_dim else None
+        return LatentParams(h[:, :d], h[:, d:2 * d], logits)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """A one-line error unless ``x`` is (N, C, H, W) with C, H, W of the config."""
         c = self.config
         if x.dim() != 4 or tuple(x.shape[1:]) != (c.channels, c.image_size, c.image_size):
             raise ConfigError(f"inputs have shape {tuple(x.shape)} but this {self.family} takes "
                               f"(N, {c.channels}, {c.image_size}, {c.image_size}): resize them "
                               "(robust_vae.load_dataset gives that shape)")
-        h = self.encoder(x)
-        d = self.config.latent_dim
-        logits = h[:, 2 * d:] if self.config.categorical_dim else None
-        return LatentParams(h[:, :d], h[:, d:2 * d], logits)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(N, latent_dim + categorical_dim) -> (N, C, S, S) images in [0, 1]."""
@@ -250,16 +262,36 @@ class LatentVAE(nn.Module):
         return torch.cat([z, c], dim=-1)
 
     def loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One stochastic pass: batch-mean BCE (summed over pixels) and batch-mean KLs."""
+        """One stochastic pass: batch-mean BCE (summed over pixels) and batch-mean KLs.
+
+        ``recon``, ``kl_z`` and ``kl_c`` are always there; a family adds its own scalar terms
+        through :meth:`extra_terms`, which sees the same pass (the code sample that was decoded).
+        """
         params = self.encode(x)
-        logits = self.decoder(self.sample_code(params))
+        code = self.sample_code(params)
+        logits = self.decoder(code)
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
         terms = {"recon": recon, "kl_z": gaussian_kl(params.mean, params.logvar).sum(-1).mean()}
         if params.logits is not None:
             terms["kl_c"] = categorical_kl(params.logits).mean()
         else:
             terms["kl_c"] = torch.zeros((), device=x.device)
+        terms.update(self.extra_terms(x, params, code, logits))
         return terms
+
+    def extra_terms(self, x: torch.Tensor, params: LatentParams, code: torch.Tensor,
+                    logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Family-specific scalar terms of one pass (none here).
+
+        x: the batch; params: its posterior; code: the decoder input that was sampled from it
+        (Gaussian sample ⊕ Concrete sample); logits: the decoder's output logits. Every value
+        must be a 0-dim tensor (training shows them in its progress bar).
+        """
+        return {}
+
+    def latent_kl_per_dim(self, params: LatentParams) -> torch.Tensor:
+        """KL(q(z_j|x) ‖ N(0, 1)) per Gaussian dimension, (N, D): the cards' ``kl_per_dim``."""
+        return gaussian_kl(params.mean, params.logvar)
 
     def objective(self, terms: dict[str, torch.Tensor], step: int, total_steps: int) -> torch.Tensor:
         """The quantity training minimises; the plain VAE minimises the negative ELBO."""

@@ -14,7 +14,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from robust_vae.core.paths import default_cache_dir
 from robust_vae.data import Dataset, load_dataset
 from robust_vae.data.base import OptionValue
 from robust_vae.models import LatentVAE, VAEConfig, get_family
-from robust_vae.models.base import categorical_kl, gaussian_kl
+from robust_vae.models.base import categorical_kl
 from robust_vae.training.commands import dataset_option_flags
 from robust_vae.zoo import Card, load_classifier_with_card, model_stem, models_root, save_weights
 
@@ -115,7 +115,7 @@ def evaluate_vae(
         params = model.encode(x)
         recon = model.decode(model.deterministic_code(params))
         sums["recon_bce"] += F.binary_cross_entropy(recon, x, reduction="sum").item()
-        kl_dims += gaussian_kl(params.mean, params.logvar).sum(0).double().cpu()
+        kl_dims += model.latent_kl_per_dim(params).sum(0).double().cpu()
         if params.logits is not None:
             sums["kl_c"] += categorical_kl(params.logits).sum().item()
         terms = model.loss_terms(x)
@@ -247,7 +247,7 @@ class _Run:
                 "lr": config.lr,
                 "batch_size": config.batch_size,
                 "weight_decay": config.weight_decay,
-                "likelihood": "Bernoulli (BCE summed over pixels, mean over batch)",
+                "likelihood": self.model.likelihood,
                 "device": str(device),
                 "wall_seconds": round(self.elapsed, 1),
                 "command": f"robust-vae train --model {self.family} --dataset {self.dataset} --seed {self.seed} "
@@ -290,6 +290,8 @@ def train_vae(
                               "the network's input follows the data (choose the size with the dataset's options)")
     if steps is not None:
         values["steps"] = steps
+    if "dataset_size" in {field.name for field in fields(family_class.config_class)}:
+        values.setdefault("dataset_size", len(train))  # N of β-TCVAE's minibatch-weighted sampling
     config = family_class.config_class(**values)
     out_dir = Path(out_dir) if out_dir is not None else models_root() / dataset
 
