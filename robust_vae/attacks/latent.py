@@ -399,8 +399,6 @@ class LatentLBFGSB(Attack):
         Solver.parse(self.solver, "latent-lbfgsb: solver")
         Precision.parse(self.precision, "latent-lbfgsb: precision")
         WarmStart.of(self.warm_start)
-        if not isinstance(self.row_by_row, bool):
-            raise ConfigError(f"latent-lbfgsb: row_by_row must be true or false, got {self.row_by_row!r}")
         if self.batch < 1:
             raise ConfigError(f"latent-lbfgsb: batch must be >= 1, got {self.batch}")
         Divergence.parse(self.divergence, "latent-lbfgsb: divergence")
