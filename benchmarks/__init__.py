@@ -3,9 +3,11 @@ measurements to ``benchmarks/results/`` and prints the README table made from th
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +26,19 @@ def write_report(report: dict[str, Any], out: Path, table: str) -> None:
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(table)
     print(f"wrote {out}")
+
+
+def results_parser(doc: str | None, default_out: Path) -> argparse.ArgumentParser:
+    """A benchmark's parser with its two common options: ``--out`` (the JSON report) and
+    ``--render`` (print the README table of ``--out`` and stop, measuring nothing)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--render", action="store_true", help="print the README table of --out and stop")
+    return parser
+
+
+def rendered(args: argparse.Namespace, table: Callable[[dict[str, Any]], str]) -> bool:
+    """With ``--render``, print ``table`` of the committed report at ``args.out``; True if it did."""
+    if args.render:
+        print(table(json.loads(Path(args.out).read_text())))
+    return bool(args.render)

@@ -15,16 +15,14 @@ prints the README table (``--render``: the table of the committed results).
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks import machine, write_report
+from benchmarks import machine, rendered, results_parser, write_report
 from robust_vae import load_dataset, load_model
 from robust_vae.attacks.base import as_attackable
 from robust_vae.attacks.objectives import posterior_kl, squared_distortion
@@ -69,15 +67,12 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = results_parser(__doc__, RESULTS / "lbfgsb_precision.json")
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS / "lbfgsb_precision.json")
-    parser.add_argument("--render", action="store_true", help="print the README table of --out and stop")
     args = parser.parse_args()
-    if args.render:
-        print(table(json.loads(args.out.read_text())))
+    if rendered(args, table):
         return
     torch.set_num_threads(args.threads)
     test = load_dataset("mnist", "test")

@@ -20,8 +20,6 @@ evaluations at a median objective no worse than cold start's within 1e-3. Writes
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import machine, write_report
+from benchmarks import machine, rendered, results_parser, write_report
 from robust_vae import load_attack, load_dataset, load_model
 from robust_vae.attacks.base import as_attackable
 from robust_vae.report.tables import markdown_table
@@ -105,18 +103,15 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = results_parser(__doc__, RESULTS / "lbfgsb_warm_start.json")
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--precision", default="float32", choices=["float32", "float64"])
     parser.add_argument("--solver", default="scipy", choices=["scipy", "torch"])
     parser.add_argument("--max-iter", type=int, default=None, help="override the recipe's 500 (quick looks only)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS / "lbfgsb_warm_start.json")
-    parser.add_argument("--render", action="store_true", help="print the README table of --out and stop")
     args = parser.parse_args()
-    if args.render:
-        print(table(json.loads(args.out.read_text())))
+    if rendered(args, table):
         return
     torch.set_num_threads(args.threads)
     modes = ["none", *[m for m in args.modes if m != "none"]]

@@ -421,6 +421,20 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _metric_comparison(metric: str, observed_a: np.ndarray, observed_b: np.ndarray, boot_a: np.ndarray,
+                       boot_b: np.ndarray, permutations: int, perm_seed: int) -> MetricComparison:
+    """One metric of both groups: observed (runs, cells) and bootstrap (replicates, runs, cells)
+    values -> group means, percentile intervals of each and of A − B, and the paired cell tests."""
+    mean_a, mean_b = float(group_statistic(observed_a)), float(group_statistic(observed_b))
+    samples_a, samples_b = group_statistic(boot_a), group_statistic(boot_b)
+    tests = paired_tests(_nanmean(observed_a, 0), _nanmean(observed_b, 0), permutations, perm_seed)
+    return MetricComparison(
+        metric, mean_a, *_percentile_interval(samples_a), mean_b, *_percentile_interval(samples_b),
+        mean_a - mean_b, *_percentile_interval(samples_a - samples_b), tests["cells"],
+        tests["a_higher"], tests["b_higher"], tests["wilcoxon_statistic"], tests["wilcoxon_p"],
+        tests["permutation_p"])
+
+
 def compare_groups(a: Group, b: Group, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                    permutations: int = DEFAULT_PERMUTATIONS, name: str | None = None) -> Comparison:
     """A − B in both rates with hierarchical-bootstrap 95 % intervals and paired cell tests.
@@ -441,28 +455,13 @@ def compare_groups(a: Group, b: Group, bootstrap: int = DEFAULT_BOOTSTRAP, seed:
     boot_b = b.bootstrap_rates(bootstrap, np.random.default_rng(stream_b))
     obs_a, obs_b = a.observed_rates(), b.observed_rates()
     perm_seed = int(stream_p.generate_state(1)[0])
-    metrics = []
-    for rate in RATES:
-        mean_a, mean_b = float(group_statistic(obs_a[rate])), float(group_statistic(obs_b[rate]))
-        samples_a, samples_b = group_statistic(boot_a[rate]), group_statistic(boot_b[rate])
-        tests = paired_tests(_nanmean(obs_a[rate], 0), _nanmean(obs_b[rate], 0), permutations, perm_seed)
-        metrics.append(MetricComparison(
-            rate, mean_a, *_percentile_interval(samples_a), mean_b, *_percentile_interval(samples_b),
-            mean_a - mean_b, *_percentile_interval(samples_a - samples_b), tests["cells"],
-            tests["a_higher"], tests["b_higher"], tests["wilcoxon_statistic"], tests["wilcoxon_p"],
-            tests["permutation_p"]))
+    metrics = [_metric_comparison(rate, obs_a[rate], obs_b[rate], boot_a[rate], boot_b[rate], permutations, perm_seed)
+               for rate in RATES]
     if a.has_auddc and b.has_auddc:  # after the rates, from streams of their own: the rates' draws stay as they were
         auddc_a, auddc_b = (np.random.default_rng(s) for s in stream_p.spawn(2))
-        obs_a_auddc, obs_b_auddc = a.observed_auddc(), b.observed_auddc()
-        samples_a = group_statistic(a.bootstrap_auddc(bootstrap, auddc_a))
-        samples_b = group_statistic(b.bootstrap_auddc(bootstrap, auddc_b))
-        mean_a, mean_b = float(group_statistic(obs_a_auddc)), float(group_statistic(obs_b_auddc))
-        tests = paired_tests(_nanmean(obs_a_auddc, 0), _nanmean(obs_b_auddc, 0), permutations, perm_seed)
-        metrics.append(MetricComparison(
-            "auddc", mean_a, *_percentile_interval(samples_a), mean_b, *_percentile_interval(samples_b),
-            mean_a - mean_b, *_percentile_interval(samples_a - samples_b), tests["cells"],
-            tests["a_higher"], tests["b_higher"], tests["wilcoxon_statistic"], tests["wilcoxon_p"],
-            tests["permutation_p"]))
+        metrics.append(_metric_comparison("auddc", a.observed_auddc(), b.observed_auddc(),
+                                          a.bootstrap_auddc(bootstrap, auddc_a), b.bootstrap_auddc(bootstrap, auddc_b),
+                                          permutations, perm_seed))
     return Comparison(name or f"{a.label} vs {b.label}", a.label, b.label,
                       [str(r.path) for r in a.runs], [str(r.path) for r in b.runs], a.seeds, b.seeds,
                       metrics, setup_warnings(a, b), bootstrap, seed, permutations)

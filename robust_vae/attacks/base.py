@@ -142,6 +142,14 @@ class Problem:
     epsilon: torch.Tensor | None
     target_classes: torch.Tensor | None = None
 
+    def rows(self, index: slice) -> Problem:
+        """The sub-problem of rows ``index`` (every per-problem tensor sliced alike)."""
+        def part(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[index]
+
+        return Problem(self.sources[index], part(self.targets), self.target_code[index], part(self.sweep),
+                       self.seeds[index], part(self.epsilon), part(self.target_classes))
+
 
 @dataclass
 class RunOutput:

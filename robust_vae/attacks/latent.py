@@ -38,6 +38,7 @@ from robust_vae.core import progress
 from robust_vae.core.errors import ConfigError
 from robust_vae.models.base import LatentParams
 from robust_vae.models.protocol import AttackableModel
+from robust_vae.models.row_wise import RowWise
 
 __all__ = [
     "BatchedAdam", "DIVERGENCES", "LatentAdam", "LatentLBFGSB", "LatentPGD", "LossFn", "SOLVERS", "Solver",
@@ -319,9 +320,7 @@ def _continuation(problem: Problem, loss_fn: LossFn,
     previous = 0.0
     for j in order:
         block = slice(j * n, (j + 1) * n)
-        part = Problem(problem.sources[block], None if problem.targets is None else problem.targets[block],
-                       problem.target_code[block], problem.sweep[block], problem.seeds[block],
-                       None if problem.epsilon is None else problem.epsilon[block])
+        part = problem.rows(block)
 
         def shifted(x: torch.Tensor, rows: torch.Tensor, offset: int = j * n) -> torch.Tensor:
             return loss_fn(x, rows + offset)
@@ -337,24 +336,6 @@ def _continuation(problem: Problem, loss_fn: LossFn,
                      torch.cat([b.iterations for b in blocks]),
                      evaluations=None if any(e is None for e in evaluations)
                      else torch.cat([e for e in evaluations if e is not None]))
-
-
-@torch.no_grad()
-def _encode(model: AttackableModel, images: torch.Tensor, row_by_row: bool) -> LatentParams:
-    """q(z|x) of ``images`` (M, C, H, W), batched or one image at a time."""
-    if not row_by_row:
-        return model.encode(images)
-    rows = [model.encode(images[i:i + 1]) for i in range(images.shape[0])]
-    logits = None if rows[0].logits is None else torch.cat([r.logits for r in rows if r.logits is not None])
-    return LatentParams(torch.cat([r.mean for r in rows]), torch.cat([r.logvar for r in rows]), logits)
-
-
-@torch.no_grad()
-def _code_of(model: AttackableModel, images: torch.Tensor, row_by_row: bool) -> torch.Tensor:
-    """The attack codes (M, D) of ``images``, batched or one image at a time."""
-    if not row_by_row:
-        return model.attack_code(images)
-    return torch.cat([model.attack_code(images[i:i + 1]) for i in range(images.shape[0])])
 
 
 @register_attack
@@ -422,9 +403,12 @@ class LatentLBFGSB(Attack):
         targets = problem.targets
         if targets is not None and (dtype != torch.float32 or self.row_by_row):
             # the targets' codes again, in this precision and (row_by_row) one at a time
-            problem = replace(problem, target_code=_code_of(as_attackable(model), targets, self.row_by_row))
+            encoder: AttackableModel = RowWise(model) if self.row_by_row else as_attackable(model)
+            with torch.no_grad():
+                problem = replace(problem, target_code=encoder.attack_code(targets))
             if divergence is Divergence.KL:
-                target_params = _encode(as_attackable(model), targets, self.row_by_row)
+                with torch.no_grad():
+                    target_params = encoder.encode(targets)
         if divergence is Divergence.KL and target_params is None:
             assert problem.targets is not None
             with torch.no_grad():

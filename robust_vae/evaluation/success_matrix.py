@@ -166,6 +166,8 @@ class SuccessMatrix:
     samples: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     curves: pd.DataFrame | None = None  # a targeted sweep's distortion–distance curves (curves.csv)
+    # auddc()'s bootstrap, kept for the examples table it was computed from (saving needs it twice)
+    _auddc_cache: tuple[pd.DataFrame, pd.DataFrame] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Every table is derived from what cells.csv keeps, so a run renders the same now and
@@ -234,7 +236,9 @@ class SuccessMatrix:
 
         if self.curves is None:
             return None
-        return auddc_summary(self.examples[["source", "target", "auddc"]])
+        if self._auddc_cache is None or self._auddc_cache[0] is not self.examples:
+            self._auddc_cache = (self.examples, auddc_summary(self.examples[["source", "target", "auddc"]]))
+        return self._auddc_cache[1]
 
     def example_columns(self) -> list[str]:
         """The columns of ``examples.csv.gz``: :data:`EXAMPLE_COLUMNS` plus the attack's extras."""
