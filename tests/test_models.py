@@ -218,6 +218,8 @@ BAD_SPECIFIC = {
     "sigmavae": [],
     "lvae": [{"sigma0_sq_init": 0.0}, {"sigma1_sq_init": -1.0}],
     "ae": [{"categorical_dim": 10}],
+    "factorvae": [{"gamma": -1.0}, {"disc_hidden": 0}, {"disc_layers": 0}, {"disc_lr": 0.0},
+                  {"disc_beta1": 1.0}, {"disc_beta2": -0.1}],
 }
 
 
@@ -263,7 +265,7 @@ def test_a_few_steps_lower_the_objective(family: str, mnist_train: Dataset) -> N
 
 
 # ----------------------------------------------------------------- save / load
-@pytest.mark.parametrize("family", ["vae", "jointvae"])
+@pytest.mark.parametrize("family", ["vae", "jointvae", "factorvae"])
 def test_save_load_is_bit_exact(family: str, tmp_path: Path) -> None:
     family_class = get_family(family)
     torch.manual_seed(1)

@@ -1,4 +1,5 @@
-"""The families of issue 18 against their papers' formulas: β-TCVAE, ControlVAE, σ-VAE, L-VAE, AE.
+"""The families of issue 18 against their papers' formulas: β-TCVAE, ControlVAE, σ-VAE, L-VAE, AE,
+FactorVAE.
 
 The parametrised interface tests of ``tests/test_models.py`` cover these families too; here are
 the tests specific to each objective, and short runs on real MNIST.
@@ -6,18 +7,30 @@ the tests specific to each objective, and short runs on real MNIST.
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from robust_vae.attacks.objectives import posterior_kl
 from robust_vae.data import Dataset
 from robust_vae.models import get_family
+from robust_vae.models.base import gaussian_kl
 from robust_vae.models.betatcvae import gaussian_log_density, mws_decomposition
+from robust_vae.models.factorvae import (
+    Discriminator,
+    FactorVAE,
+    FactorVAEConfig,
+    discriminator_loss,
+    permute_dims,
+    tc_estimate,
+)
 from robust_vae.models.sigmavae import gaussian_nll_shared_sigma, optimal_sigma_sq
 
-NEW_FAMILIES = ["betatcvae", "controlvae", "sigmavae", "lvae", "ae"]
+NEW_FAMILIES = ["betatcvae", "controlvae", "sigmavae", "lvae", "ae", "factorvae"]
 
 
 # ----------------------------------------------------------------- β-TCVAE
@@ -251,6 +264,216 @@ def test_ae_is_deterministic_and_has_no_kl() -> None:
         target = model.encode(x.flip(0))
         torch.testing.assert_close(posterior_kl(model, x, target),
                                    0.5 * (params.mean - target.mean).pow(2).sum(1))
+
+
+# ----------------------------------------------------------------- FactorVAE
+def _tiny_factorvae(**values: float) -> FactorVAE:
+    """FactorVAE with a small discriminator (2 hidden layers of 16), distinct lrs for the two groups."""
+    config = FactorVAEConfig(**({"disc_hidden": 16, "disc_layers": 2, "lr": 1e-3, "disc_lr": 3e-4} | values))
+    return FactorVAE(config)
+
+
+def test_factorvae_defaults_are_the_papers() -> None:
+    model = FactorVAE()
+    c = model.config
+    assert (c.gamma, c.latent_dim, c.categorical_dim, c.lr) == (10.0, 10, 0, 1e-4)
+    assert (c.disc_hidden, c.disc_layers, c.disc_lr, c.disc_beta1, c.disc_beta2) == (1000, 6, 1e-4, 0.5, 0.9)
+    linears = [m for m in model.discriminator.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(10, 1000)] + [(1000, 1000)] * 5 + [(1000, 2)]
+    slopes = [m.negative_slope for m in model.discriminator.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert slopes == [0.2] * 6
+    groups = model.optimizer().param_groups
+    assert [(g["lr"], g["betas"]) for g in groups] == [(1e-4, (0.9, 0.999)), (1e-4, (0.5, 0.9))]
+    vae_ids = {id(p) for p in groups[0]["params"]}
+    disc_ids = {id(p) for p in groups[1]["params"]}
+    assert disc_ids == {id(p) for p in model.discriminator.parameters()}
+    assert vae_ids | disc_ids == {id(p) for p in model.parameters()} and not vae_ids & disc_ids
+
+
+def test_permute_dims_permutes_each_column_independently() -> None:
+    n, d = 50, 6
+    z = torch.arange(n * d, dtype=torch.float32).view(n, d)  # all values distinct
+    out = permute_dims(z, torch.Generator().manual_seed(0))
+    assert out.shape == z.shape
+    # each column is a permutation of the same input column
+    for j in range(d):
+        assert torch.equal(out[:, j].sort().values, z[:, j])
+    # recover each column's permutation: they are not all the same, nor the identity
+    rows = ((out - torch.arange(d)) / d).long()  # row index each entry came from
+    perms = {tuple(rows[:, j].tolist()) for j in range(d)}
+    assert len(perms) == d
+    assert tuple(range(n)) not in perms
+    # the same seed gives the same permutation; the global RNG path is reproducible too
+    assert torch.equal(out, permute_dims(z, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out, permute_dims(z, torch.Generator().manual_seed(1)))
+    torch.manual_seed(3)
+    first = permute_dims(z)
+    torch.manual_seed(3)
+    assert torch.equal(first, permute_dims(z))
+    # every permutation of a column is (about) equally likely: 4 rows, 24 permutations
+    generator = torch.Generator().manual_seed(4)
+    small = torch.arange(4, dtype=torch.float32).view(4, 1).expand(4, 2400).contiguous()
+    columns = permute_dims(small, generator).t().long().tolist()
+    counts: dict[tuple[int, ...], int] = {}
+    for column in columns:
+        counts[tuple(column)] = counts.get(tuple(column), 0) + 1
+    assert len(counts) == 24 and min(counts.values()) > 60 and max(counts.values()) < 140
+
+
+def test_permute_dims_breaks_the_joint_distribution() -> None:
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(1000, 1, generator=generator)
+    z = torch.cat([base, base, torch.randn(1000, 1, generator=generator)], dim=1)  # z_0 = z_1
+    out = permute_dims(z, generator)
+    assert (out[:, 0] == out[:, 1]).float().mean() < 0.01  # 1/N expected
+    for j in range(3):  # the marginals are kept exactly
+        assert torch.equal(out[:, j].sort().values, z[:, j].sort().values)
+    # the correlation of the equal pair is gone
+    assert abs(float(torch.corrcoef(out[:, :2].t())[0, 1])) < 0.1
+
+
+def _correlated(n: int, rho: float, generator: torch.Generator) -> torch.Tensor:
+    z1 = torch.randn(n, generator=generator)
+    z2 = rho * z1 + math.sqrt(1 - rho ** 2) * torch.randn(n, generator=generator)
+    return torch.stack([z1, z2], dim=1)
+
+
+def _train_discriminator(rho: float, seed: int, steps: int = 400, batch: int = 256) -> Discriminator:
+    """The tiny discriminator trained with :func:`discriminator_loss` on codes of correlation ``rho``."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    disc = Discriminator(2, hidden=32, layers=2)
+    optimizer = torch.optim.Adam(disc.parameters(), lr=3e-3, betas=(0.5, 0.9))
+    for _ in range(steps):
+        loss = discriminator_loss(disc, _correlated(batch, rho, generator), generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return disc
+
+
+def test_discriminator_estimates_the_total_correlation() -> None:
+    """D(z)_0 − D(z)_1 is log q(z) − log Π q(z_j): positive and near the true TC on correlated codes."""
+    rho = 0.95
+    true_tc = -0.5 * math.log(1 - rho ** 2)  # 1.16 nats for a bivariate Gaussian of correlation ρ
+    correlated_disc = _train_discriminator(rho, seed=0)
+    independent_disc = _train_discriminator(0.0, seed=1)
+    generator = torch.Generator().manual_seed(10)
+    with torch.no_grad():
+        correlated = _correlated(4096, rho, generator)
+        independent = _correlated(4096, 0.0, generator)
+        tc_correlated = float(tc_estimate(correlated_disc, correlated))
+        tc_independent = float(tc_estimate(independent_disc, independent))
+        tc_shuffled = float(tc_estimate(correlated_disc, permute_dims(correlated, generator)))
+    assert 0.5 * true_tc < tc_correlated < 1.5 * true_tc, tc_correlated
+    assert abs(tc_independent) < 0.1, tc_independent
+    # the correlated-trained D on samples of the product of marginals: the ratio is below 1 there
+    assert tc_shuffled < 0 < tc_correlated
+
+
+def test_factorvae_losses_reach_only_their_own_parameters() -> None:
+    torch.manual_seed(0)
+    model = _tiny_factorvae().train()
+    terms = model.loss_terms(torch.rand(8, 1, 32, 32))
+    assert {"tc", "disc_loss"} <= set(terms) and terms["tc"].dim() == 0 and terms["disc_loss"].dim() == 0
+    disc = list(model.discriminator.parameters())
+    vae = model.vae_parameters()
+    encoder = list(model.encoder.parameters())
+
+    def grads(value: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.Tensor | None]:
+        return list(torch.autograd.grad(value, params, retain_graph=True, allow_unused=True))
+
+    vae_loss = terms["recon"] + terms["kl_z"] + terms["kl_c"] + model.config.gamma * terms["tc"]
+    # the VAE's loss (through the TC term) sends no gradient into the discriminator
+    assert all(g is None for g in grads(vae_loss, disc))
+    assert all(g is None for g in grads(terms["tc"], disc))
+    # ... but the TC term does reach the encoder
+    assert any(g is not None and g.abs().sum() > 0 for g in grads(terms["tc"], encoder))
+    # the discriminator's loss reaches its parameters only
+    assert all(g is None for g in grads(terms["disc_loss"], vae))
+    assert all(g is not None and g.abs().sum() > 0 for g in grads(terms["disc_loss"], disc)[::2])  # weights
+    # the objective is the VAE loss plus the discriminator's, and on D its gradient is the latter's
+    objective = model.objective(terms, 0, 10)
+    torch.testing.assert_close(objective, vae_loss + terms["disc_loss"])
+    for ours, theirs in zip(grads(objective, disc), grads(terms["disc_loss"], disc), strict=True):
+        assert ours is not None and theirs is not None and torch.equal(ours, theirs)
+
+
+def test_factorvae_one_step_is_the_two_optimizer_step() -> None:
+    """One backward of the objective and one step of the two-group Adam = a VAE Adam step on the
+    VAE loss with D frozen plus a D Adam step on the discriminator loss, from the same state."""
+    torch.manual_seed(0)
+    combined = _tiny_factorvae(weight_decay=0.01).train()
+    reference = copy.deepcopy(combined)
+    initial = {key: value.clone() for key, value in combined.state_dict().items()}
+    c = reference.config
+    optimizer = combined.optimizer()
+    vae_optimizer = torch.optim.Adam(reference.vae_parameters(), lr=c.lr, betas=(0.9, 0.999),
+                                     weight_decay=c.weight_decay)
+    disc_optimizer = torch.optim.Adam(reference.discriminator.parameters(), lr=c.disc_lr, betas=(0.5, 0.9))
+    data = torch.rand(3, 16, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    for step, x in enumerate(data):
+        torch.manual_seed(100 + step)
+        loss = combined.objective(combined.loss_terms(x), step, c.steps)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+        # the reference, written out: same random draws in the same order (the sample, then the permutation)
+        torch.manual_seed(100 + step)
+        params = reference.encode(x)
+        code = reference.sample_code(params)
+        recon = F.binary_cross_entropy_with_logits(reference.decoder(code), x, reduction="sum") / x.shape[0]
+        kl = gaussian_kl(params.mean, params.logvar).sum(-1).mean()
+        z = code[:, :c.latent_dim]
+        permuted = permute_dims(z.detach())
+        reference.discriminator.requires_grad_(False)
+        ratio = reference.discriminator(z)
+        vae_loss = recon + kl + c.gamma * (ratio[:, 0] - ratio[:, 1]).mean()
+        reference.discriminator.requires_grad_(True)
+        vae_optimizer.zero_grad()
+        vae_loss.backward()
+        vae_optimizer.step()
+        real_logits = reference.discriminator(z.detach())
+        fake_logits = reference.discriminator(permuted)
+        disc_loss = 0.5 * (F.cross_entropy(real_logits, torch.zeros(16, dtype=torch.long))
+                           + F.cross_entropy(fake_logits, torch.ones(16, dtype=torch.long)))
+        disc_optimizer.zero_grad()
+        disc_loss.backward()
+        disc_optimizer.step()
+
+        for (name, ours), theirs in zip(combined.named_parameters(), reference.parameters(), strict=True):
+            assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-5), (step, name)
+    # both parts did move
+    assert not torch.equal(combined.encoder.head.weight, initial["encoder.head.weight"])
+    assert not torch.equal(combined.discriminator.net[0].weight, initial["discriminator.net.0.weight"])
+
+
+def test_factorvae_evaluates_and_loads_with_its_discriminator(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from robust_vae.training.vae import evaluate_vae
+    from robust_vae.zoo import load_model, save_weights
+
+    torch.manual_seed(0)
+    model = _tiny_factorvae()
+    with torch.no_grad():  # what evaluate_vae does: the objective under no_grad, in eval mode
+        terms = model.eval().loss_terms(torch.rand(4, 1, 32, 32))
+        assert torch.isfinite(model.objective(terms, 5, 5))
+    test = Dataset("mnist", "test", torch.rand(12, 1, 32, 32), torch.zeros(12, dtype=torch.long))
+    metrics = evaluate_vae(model, test, None, batch_size=5)
+    assert math.isfinite(metrics["objective"]) and math.isfinite(metrics["elbo"])
+
+    assert any(key.startswith("discriminator.") for key in model.state_dict())
+    save_weights(model, tmp_path / "mnist" / "factorvae-seed0.safetensors",
+                 {"name": "factorvae", "dataset": "mnist", "family": "factorvae", "seed": 0,
+                  "config_class": "FactorVAEConfig", "config": model.config.to_dict()})
+    monkeypatch.setenv("ROBUST_VAE_MODELS", str(tmp_path))
+    loaded = load_model("factorvae", "mnist", seed=0)
+    assert loaded.config == model.config
+    expected, actual = model.state_dict(), loaded.state_dict()
+    assert list(expected) == list(actual)
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
 
 
 # ----------------------------------------------------------------- short runs on MNIST
