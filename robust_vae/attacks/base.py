@@ -24,7 +24,7 @@ from torch import nn
 from robust_vae.attacks.budgets import L2_BALL, LINF_BALL, Budget, Norm, NormBall, budget_for
 from robust_vae.core.devices import check_device, model_device
 from robust_vae.core.errors import ConfigError
-from robust_vae.models.protocol import AttackableModel
+from robust_vae.models.protocol import AttackableModel, target_view
 
 Sweep = float | Sequence[float]
 
@@ -394,7 +394,8 @@ class Attack:
         if target_images is None and self.needs_target_images:
             raise ConfigError(f"{self.name} needs target images, not target codes")
         with torch.no_grad():
-            target_code = model.attack_code(targets) if target_images is not None else targets
+            # target_view: a conditional model under the true-label threat model encodes targets under their own label
+            target_code = target_view(model).attack_code(targets) if target_images is not None else targets
         if target_classes is not None and tuple(target_classes.shape) != (n,):
             raise ConfigError(f"target_classes must be ({n},), got shape {tuple(target_classes.shape)}")
         if seeds is None:

@@ -37,7 +37,7 @@ from robust_vae.attacks.registry import register_attack
 from robust_vae.core import progress
 from robust_vae.core.errors import ConfigError
 from robust_vae.models.base import LatentParams
-from robust_vae.models.protocol import AttackableModel
+from robust_vae.models.protocol import AttackableModel, target_view
 from robust_vae.models.row_wise import RowWise
 
 __all__ = [
@@ -403,7 +403,8 @@ class LatentLBFGSB(Attack):
         targets = problem.targets
         if targets is not None and (dtype != torch.float32 or self.row_by_row):
             # the targets' codes again, in this precision and (row_by_row) one at a time
-            encoder: AttackableModel = RowWise(model) if self.row_by_row else as_attackable(model)
+            target_model = target_view(model)  # targets under their own label (a conditional model's true-label view)
+            encoder: AttackableModel = RowWise(target_model) if self.row_by_row else as_attackable(target_model)
             with torch.no_grad():
                 problem = replace(problem, target_code=encoder.attack_code(targets))
             if divergence is Divergence.KL:
@@ -412,7 +413,7 @@ class LatentLBFGSB(Attack):
         if divergence is Divergence.KL and target_params is None:
             assert problem.targets is not None
             with torch.no_grad():
-                target_params = as_attackable(model).encode(problem.targets)
+                target_params = as_attackable(target_view(model)).encode(problem.targets)
         c = problem.sweep
         assert c is not None
 

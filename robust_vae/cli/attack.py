@@ -10,6 +10,7 @@ from robust_vae.attacks import parse_overrides
 from robust_vae.cli.options import DEFAULT_PER_PAIR, add_common, add_sampling_arguments
 from robust_vae.evaluation.run_config import RunConfig
 from robust_vae.evaluation.runner import run_attack
+from robust_vae.models.conditional import LABEL_SOURCES
 
 
 def add_parser(sub: Any) -> None:
@@ -29,6 +30,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: reports/<dataset>/<model>/<recipe>/)")
     p.add_argument("--label", default=None, help="name of the model in tables (default: the model name)")
+    p.add_argument("--label-source", choices=LABEL_SOURCES, default=None,
+                   help="threat model of a conditional model such as cond-betavae (required for one): "
+                   "'true' feeds the source's true label (the attacker changes pixels only), 'classifier' "
+                   "the evaluation classifier's prediction on the attacked image (the attack must fool both)")
     p.add_argument("--restart", action="store_true",
                    help="discard a run of a different configuration found in --out")
     p.set_defaults(handler=cmd_attack)
@@ -51,6 +56,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         args.model, dataset=args.dataset, model_seed=args.seed_model, recipe=args.attack,
         overrides=parse_overrides(args.set), per_pair=None if args.full else args.per_pair, seed=args.seed,
         batch_size=args.batch_size, device=args.device, data_dir=args.data_dir, label=args.label,
+        label_source=args.label_source,
     )
 
 

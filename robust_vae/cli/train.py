@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from robust_vae.cli.options import add_common, add_dataset_options, dataset_options, positive_int
+from robust_vae.models import FAMILIES
 from robust_vae.training import ClassifierConfig, train_classifier, train_vae
 
 
@@ -21,19 +22,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: models/<dataset>/)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <zoo>/<dataset>/, the zoo being $ROBUST_VAE_MODELS or the package's robust_vae/zoo/weights/)")
     p.set_defaults(handler=cmd_train_classifier)
 
     p = sub.add_parser("train", help="train a VAE family; rerun the same command to resume")
     add_common(p)
     add_dataset_options(p)
-    p.add_argument("--model", required=True, help="family: vae, vae-wd, jointvae, betavae, betavae-capacity, "
-                   "betatcvae, controlvae, sigmavae, lvae, ae")
+    p.add_argument("--model", required=True, help="family: " + ", ".join(sorted(FAMILIES)))
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: 100000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weight-decay", type=float, default=None, help="override Adam weight decay")
     p.add_argument("--checkpoint-every", type=positive_int, default=2000)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: models/<dataset>/)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <zoo>/<dataset>/, the zoo being $ROBUST_VAE_MODELS or the package's robust_vae/zoo/weights/)")
     p.set_defaults(handler=cmd_train)
 
 

@@ -36,8 +36,9 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     if not 0 <= args.image < len(test):
         raise ConfigError(f"--image {args.image} is not a test image: choose 0 to {len(test) - 1}")
     out = writable_file(args.out or default)
+    label = int(test.labels[args.image])  # used by a conditional model only
     plot_traversal(model, test.images[args.image], out, span=args.span, steps=args.steps,
-                   title=f"{args.model} (seed {args.seed}) latent traversal")
+                   title=f"{args.model} (seed {args.seed}) latent traversal", label=label)
     print(f"wrote {out}")
     return 0
 

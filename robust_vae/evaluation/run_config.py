@@ -19,6 +19,8 @@ from robust_vae.attacks import Attack, load_attack, read_recipe
 from robust_vae.core.devices import check_device
 from robust_vae.core.errors import ConfigError
 from robust_vae.data.digest import dataset_digest
+from robust_vae.models import get_family
+from robust_vae.models.conditional import LABEL_SOURCES, check_label_source, is_conditional
 from robust_vae.zoo import find_card, load_model
 
 DEFAULT_PER_PAIR = 20  # 1,800 attacked pairs on MNIST: the thesis recipe finishes in minutes on 2 CPU cores
@@ -28,11 +30,13 @@ DEFAULT_BATCH_SIZE = 512
 def fingerprint_of(*, model: str | None, model_seed: int | None, weights_sha256: str | None, dataset: str,
                    attack: Attack, per_pair: int | None, seed: int, batch_size: int,
                    classifier_sha256: str | None, dataset_sha256: dict[str, str] | None = None,
-                   artefacts: dict[str, str] | None = None) -> dict[str, Any]:
+                   artefacts: dict[str, str] | None = None, label_source: str | None = None) -> dict[str, Any]:
     """The canonical fingerprint of a run (JSON types only): every input that changes a result.
 
     This is the only definition; :meth:`RunConfig.fingerprint` and
-    :func:`robust_vae.evaluation.success_matrix.success_matrix` both call it.
+    :func:`robust_vae.evaluation.success_matrix.success_matrix` both call it. ``label_source``
+    (a conditional model's threat model) is a key only when set, so every other run's
+    fingerprint is what it always was.
     """
     raw = {
         "model": model, "model_seed": model_seed, "weights_sha256": weights_sha256, "dataset": dataset,
@@ -40,6 +44,8 @@ def fingerprint_of(*, model: str | None, model_seed: int | None, weights_sha256:
         "seed": seed, "batch_size": batch_size, "classifier_sha256": classifier_sha256,
         "dataset_sha256": dataset_sha256 or {}, "artefacts": artefacts or {},
     }
+    if label_source is not None:
+        raw["label_source"] = label_source
     canonical: dict[str, Any] = json.loads(json.dumps(raw, sort_keys=True, default=str))
     return canonical
 
@@ -50,7 +56,8 @@ class RunConfig:
 
     ``overrides`` replace single recipe values (``--set KEY=VALUE``); ``per_pair`` None means
     every test pair (``--full``). ``device`` and ``data_dir`` say where, not what: they are not
-    part of the fingerprint.
+    part of the fingerprint. ``label_source`` is the threat model of a conditional model
+    (``true`` or ``classifier``, :mod:`robust_vae.models.conditional`), None for every other.
     """
 
     model: str
@@ -64,6 +71,7 @@ class RunConfig:
     device: str = "cpu"
     data_dir: str | None = None
     label: str | None = field(default=None, compare=False)
+    label_source: str | None = None
 
     def __post_init__(self) -> None:
         """Check every value once, here: nothing is loaded or written before the config is valid."""
@@ -77,6 +85,9 @@ class RunConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.seed < 0 or self.model_seed < 0:
             raise ConfigError("seeds must be >= 0")
+        if self.label_source is not None and self.label_source not in LABEL_SOURCES:
+            raise ConfigError(f"label_source must be one of {', '.join(map(repr, LABEL_SOURCES))}, "
+                              f"got {self.label_source!r}")
         for key, _ in self.overrides:
             if key == "device":
                 raise ConfigError("the device is not a recipe value: pass --device cuda (RunConfig(device=...)) "
@@ -108,8 +119,11 @@ class RunConfig:
         return self.model if self.model_seed == 0 else f"{self.model} (seed {self.model_seed})"
 
     def default_out(self) -> Path:
-        """``reports/<dataset>/<model>[-seed<S>]/<recipe>/``, relative to the working directory."""
+        """``reports/<dataset>/<model>[-seed<S>][-<label source>-label]/<recipe>/``, relative to
+        the working directory (a conditional model's two threat models get two folders)."""
         folder = self.model if self.model_seed == 0 else f"{self.model}-seed{self.model_seed}"
+        if self.label_source is not None:
+            folder += f"-{self.label_source}-label"
         return Path("reports") / self.dataset / folder / self.recipe_name()
 
     # ----- identity -----
@@ -119,6 +133,9 @@ class RunConfig:
         ``kos-classifier``, trained on first use), the attack with every hyperparameter value,
         the pair sample and the batch size."""
         card = find_card(self.model, self.dataset, self.model_seed)
+        family = card.data.get("family")
+        conditional = isinstance(family, str) and is_conditional(get_family(family))
+        check_label_source(conditional, self.label_source, self.model)
         classifier = find_card("classifier", self.dataset, None)
         attack = self.attack()
         artefacts = attack.artefacts(load_model(self.model, self.dataset, self.model_seed)) \
@@ -128,6 +145,7 @@ class RunConfig:
             dataset=self.dataset, attack=attack, per_pair=self.per_pair, seed=self.seed,
             batch_size=self.batch_size, classifier_sha256=classifier.data["sha256"],
             dataset_sha256=dataset_digest(self.dataset, self.data_dir), artefacts=artefacts,
+            label_source=self.label_source,
         )
 
     def command(self, out_dir: str | Path | None = None) -> str:
@@ -138,6 +156,8 @@ class RunConfig:
         argv += ["--full"] if self.per_pair is None else ["--per-pair", str(self.per_pair)]
         for key, value in self.overrides:
             argv += ["--set", f"{key}={json.dumps(value)}"]
+        if self.label_source is not None:
+            argv += ["--label-source", self.label_source]
         if self.device != "cpu":
             argv += ["--device", self.device]
         if self.label:

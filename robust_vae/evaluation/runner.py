@@ -58,7 +58,8 @@ def run_attack(config: RunConfig, out_dir: str | Path | None = None, *, restart:
     with run_lock(out):
         result = success_matrix(model, classifier, test, attack, per_pair=config.per_pair, seed=config.seed,
                                 batch_size=config.batch_size, out_dir=out, metadata=metadata,
-                                fingerprint=fingerprint, restart=restart, progress=progress)
+                                fingerprint=fingerprint, restart=restart, progress=progress,
+                                label_source=config.label_source)
         result.metadata["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
         # this call's CPU; cpu_seconds_process and peak_rss_mb cover the whole process, which in
         # `robust-vae study` holds every run made so far

@@ -49,6 +49,15 @@ from robust_vae.evaluation.curves import CURVE_KEYS, auddc_of_table, curves_tabl
 from robust_vae.evaluation.run_config import fingerprint_of
 from robust_vae.evaluation.run_store import RunStore
 from robust_vae.models import attackable
+from robust_vae.models.conditional import (
+    CLASSIFIER,
+    DESCRIPTIONS,
+    TRUE,
+    ClassifierLabel,
+    TrueLabel,
+    check_label_source,
+    is_conditional,
+)
 from robust_vae.report.classes import ClassLabels, from_metadata
 from robust_vae.report.per_example import KEY_COLUMNS, metrics_cells, winners_markdown, winners_table
 from robust_vae.report.success import add_intervals
@@ -87,10 +96,24 @@ class PairPlan:
 
 @torch.no_grad()
 def clean_predictions(model: nn.Module, classifier: nn.Module, images: torch.Tensor,
-                      batch_size: int = 1000) -> np.ndarray:
-    """Classifier labels of the deterministic reconstructions of ``images`` (N,) int64."""
+                      batch_size: int = 1000, *, labels: torch.Tensor | None = None,
+                      label_source: str | None = None) -> np.ndarray:
+    """Classifier labels of the deterministic reconstructions of ``images`` (N,) int64.
+
+    A conditional model reconstructs under its threat model ``label_source``: ``true`` under
+    each image's class in ``labels`` (N,), ``classifier`` under the classifier's prediction.
+    """
+    if label_source == TRUE:
+        if labels is None:
+            raise ConfigError("clean_predictions under the 'true' threat model needs the images' labels")
+        predictions = np.empty(len(images), dtype=np.int64)
+        for label in torch.unique(labels).tolist():
+            rows = (labels == label).nonzero().flatten()
+            predictions[rows.numpy()] = clean_predictions(TrueLabel(model, int(label)), classifier, images[rows],
+                                                          batch_size)
+        return predictions
     device = model_device(model)
-    net = attackable(model)
+    net = attackable(ClassifierLabel(model, classifier) if label_source == CLASSIFIER else model)
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device)
@@ -419,6 +442,26 @@ def _batches(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield indices[start:start + size]
 
 
+def _batches_with_views(model: nn.Module, classifier: nn.Module, label_source: str | None,
+                        sources: np.ndarray, targets: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, nn.Module]]:
+    """The rows of a unit (classes ``sources``, ``targets``, (N,)) in batches of at most ``size``,
+    each with the model as its threat model sees it: the model itself (no label), the
+    classifier-labelled view (any rows), or, under ``true``, one view per cell (its source's
+    class; targets under their own), so a batch never straddles two cells."""
+    rows = np.arange(len(sources))
+    if label_source is None or label_source == CLASSIFIER:
+        view = model if label_source is None else ClassifierLabel(model, classifier)
+        for batch in _batches(rows, size):
+            yield batch, view
+        return
+    starts = np.flatnonzero((np.diff(sources) != 0) | (np.diff(targets) != 0)) + 1
+    for cell in np.split(rows, starts):
+        if len(cell):
+            cell_view = TrueLabel(model, int(sources[cell[0]]), int(targets[cell[0]]))
+            for batch in _batches(cell, size):
+                yield batch, cell_view
+
+
 def library_versions() -> dict[str, str]:
     """Versions of Python and of every library a result depends on (for run.json)."""
     return {"python": platform.python_version(), "robust_vae": __version__, "torch": torch.__version__,
@@ -441,6 +484,7 @@ def success_matrix(
     restart: bool = False,
     progress: bool = True,
     samples_per_run: int = 6,
+    label_source: str | None = None,
 ) -> SuccessMatrix:
     """Run protocol §4 steps 1–6 with ``attack`` on every ordered class pair.
 
@@ -449,25 +493,31 @@ def success_matrix(
     A sweep attack (K > 1) is reduced per example to the entry closest to the target code.
     ``fingerprint`` (from :meth:`RunConfig.fingerprint`) identifies the run in ``out_dir``;
     without it one is made from ``metadata`` (model, model_seed, weights and classifier sha256).
+    ``label_source``: the threat model of a conditional model (``true`` or ``classifier``, see
+    :mod:`robust_vae.models.conditional`); required for one, refused for any other model.
     """
     if per_pair is not None and per_pair < 1:
         raise ConfigError(f"per_pair must be >= 1 (or None for every pair), got {per_pair}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    meta = dict(metadata or {})
+    label_source = check_label_source(is_conditional(model), label_source,
+                                      str(meta.get("model") or getattr(model, "family", type(model).__name__)))
     device = model_device(model)
     classifier = classifier.to(device).eval()
     attack.bind(classifier=classifier)  # classifier-guided attacks attack the judging classifier
     model.eval()
-    clean_pred = clean_predictions(model, classifier, dataset.images)
+    clean_pred = clean_predictions(model, classifier, dataset.images, labels=dataset.labels, label_source=label_source)
     classes = dataset.classes
     plans = plan_pairs(dataset.labels, clean_pred, dataset.num_classes, per_pair, seed)
     units = group_units(plans, batch_size)
-    meta = dict(metadata or {})
+    if label_source is not None:
+        meta.update(label_source=label_source, label_source_description=DESCRIPTIONS[label_source])
     if fingerprint is None:
         fingerprint = fingerprint_of(
             model=meta.get("model"), model_seed=meta.get("model_seed"), weights_sha256=meta.get("weights_sha256"),
             dataset=dataset.name, attack=attack, per_pair=per_pair, seed=seed, batch_size=batch_size,
-            classifier_sha256=meta.get("classifier_sha256"),
+            classifier_sha256=meta.get("classifier_sha256"), label_source=label_source,
         )
     store = RunStore(Path(out_dir)) if out_dir is not None else None
     with contextlib.ExitStack() as stack:
@@ -476,7 +526,7 @@ def success_matrix(
             stack.enter_context(store.lock())
             store.check_or_start(fingerprint, restart=restart)
         results = _attack_units(plans, units, model, classifier, dataset, attack, seed, batch_size, device,
-                                store, progress)
+                                store, progress, label_source)
     total_pairs = len(plans)
 
     records = [results[i] for i in range(len(units))]
@@ -537,7 +587,8 @@ def _classify_reconstructions(model: nn.Module, classifier: nn.Module, x: torch.
 
 def _attack_units(plans: list[PairPlan], units: list[list[int]], model: nn.Module, classifier: nn.Module,
                   dataset: Dataset, attack: Attack, seed: int, batch_size: int, device: torch.device,
-                  store: RunStore | None, progress: bool) -> dict[int, dict[str, np.ndarray]]:
+                  store: RunStore | None, progress: bool,
+                  label_source: str | None = None) -> dict[int, dict[str, np.ndarray]]:
     """Every unit's per-example records: loaded when ``store`` has it, else attacked (and saved)."""
     unit_sizes = [sum(plans[i].n for i in unit) for unit in units]
     done_examples = sum(size for i, size in enumerate(unit_sizes) if store is not None and store.done(i))
@@ -550,7 +601,7 @@ def _attack_units(plans: list[PairPlan], units: list[list[int]], model: nn.Modul
             continue
         started = time.perf_counter()
         arrays = attack_unit([plans[i] for i in unit], model, classifier, dataset, attack,
-                             seed, batch_size, device, bar)
+                             seed, batch_size, device, bar, label_source)
         arrays["seconds"] = np.array([time.perf_counter() - started])
         if store is not None:
             store.save_unit(unit_id, arrays)
@@ -574,10 +625,11 @@ def _batch_progress(bar: Any, size: int) -> Callable[[int, int], None]:
 
 def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, dataset: Dataset,
                  attack: Attack, seed: int, batch_size: int, device: torch.device,
-                 bar: Any = None) -> dict[str, np.ndarray]:
+                 bar: Any = None, label_source: str | None = None) -> dict[str, np.ndarray]:
     """Attack every kept example of ``plans``; per-example records plus one sample per pair.
 
     ``bar`` (a tqdm bar over examples, optional) moves with the attack's steps inside each batch.
+    ``label_source``: a conditional model's threat model (each batch then sees the model through it).
     """
     src = np.concatenate([p.source_index[p.kept] for p in plans])
     tgt = np.concatenate([p.target_index[p.kept] for p in plans])
@@ -588,27 +640,27 @@ def attack_unit(plans: list[PairPlan], model: nn.Module, classifier: nn.Module, 
                                                              *METRIC_COLUMNS)}
     adversarials, reconstructions = [], []
     sweep_values: np.ndarray | None = None
-    for rows in _batches(np.arange(len(src)), batch_size):
+    for rows, view in _batches_with_views(model, classifier, label_source, s_cls, t_cls, batch_size):
         xs = dataset.images[src[rows]].to(device)
         xt = dataset.images[tgt[rows]].to(device)
         start = bar.n if bar is not None else 0
         with progress.listen(_batch_progress(bar, len(rows))) if bar is not None else contextlib.nullcontext():
-            result = attack(model, xs, xt, seeds=seeds[rows], target_classes=torch.from_numpy(t_cls[rows]))
+            result = attack(view, xs, xt, seeds=seeds[rows], target_classes=torch.from_numpy(t_cls[rows]))
         if bar is not None and bar.n < start + len(rows):
             bar.update(start + len(rows) - bar.n)
         if result.l2.shape[0] > 1 and not attack.untargeted:  # a targeted sweep: its distortion–distance curve
-            for name, values in sweep_curve_arrays(attackable(model).reconstruct, result, xs, xt).items():
+            for name, values in sweep_curve_arrays(attackable(view).reconstruct, result, xs, xt).items():
                 columns.setdefault(name, []).append(values)
             sweep_values = np.asarray(result.sweep_values, dtype=np.float64)
         result, sweep_index = attack.reduce_sweep(result)
         adversarial = result.adversarial[0]
-        recon, pred = _classify_reconstructions(model, classifier, adversarial)
+        recon, pred = _classify_reconstructions(view, classifier, adversarial)
         columns["prediction"].append(pred.cpu().numpy())
         columns["l2"].append(result.l2[0].cpu().numpy())
         columns["linf"].append(result.linf[0].cpu().numpy())
         columns["latent_distance"].append(result.latent_distance[0].cpu().numpy())
         columns["sweep_index"].append(sweep_index.cpu().numpy())
-        for name, values in attack_metrics(model, xs, adversarial).items():
+        for name, values in attack_metrics(view, xs, adversarial).items():
             columns[name].append(values)
         for name, extra in result.extras.items():
             columns.setdefault(EXTRA_PREFIX + name, []).append(extra[0].cpu().numpy())

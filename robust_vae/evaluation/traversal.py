@@ -1,8 +1,14 @@
-"""Latent traversals: one row per latent, the categorical last (as in the thesis figures)."""
+"""Latent traversals: one row per latent, the categorical last (as in the thesis figures).
+
+A conditional model (``cond-betavae``) is traversed under the image's label, and its last row
+switches the label through every class with the image's Gaussian code fixed (style kept, class
+changed).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,18 +17,34 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from robust_vae.core.devices import model_device
+from robust_vae.core.errors import ConfigError
 from robust_vae.models import attackable
+from robust_vae.models.conditional import TrueLabel, is_conditional
 
 
 @torch.no_grad()
-def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, steps: int = 10) -> list[np.ndarray]:
+def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, steps: int = 10,
+                   label: int | None = None) -> list[np.ndarray]:
     """Decoded images for each latent varied around the deterministic code of ``image``.
 
     image: (1, 32, 32) in [0, 1]. Returns one (steps, 32, 32) array per Gaussian latent
     (values linspace(-span, span, steps), others fixed at the image's means) and, when the
-    model has a categorical, a (K, 32, 32) array with each category switched on in turn.
+    model has a categorical, a (K, 32, 32) array with each category switched on in turn. A
+    conditional model needs the image's ``label``; its last row is the label switched through
+    the K classes.
     """
     device = model_device(model)
+    if is_conditional(model):
+        if label is None:
+            raise ConfigError(f"{getattr(model, 'family', 'this model')} is conditioned on the class label: "
+                              "pass the image's label to traverse it")
+        rows = traversal_grid(TrueLabel(model, label), image, span, steps)
+        mean = TrueLabel(model, label).encode(image.unsqueeze(0).to(device)).mean
+        conditional: Any = model
+        k = int(conditional.num_classes)
+        labels = torch.arange(k, device=device)
+        rows.append(conditional.decode_with(mean.repeat(k, 1), labels)[:, 0].cpu().numpy())
+        return rows
     net = attackable(model)
     params = net.encode(image.unsqueeze(0).to(device))
     code = net.deterministic_code(params)[0]
@@ -42,11 +64,14 @@ def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, ste
 
 
 def plot_traversal(model: nn.Module, image: torch.Tensor, path: str | Path, span: float = 3.0,
-                   steps: int = 10, title: str = "") -> None:
-    """Write the traversal grid as a PNG: rows z1..zD, then the categorical row."""
-    rows = traversal_grid(model, image, span, steps)
+                   steps: int = 10, title: str = "", label: int | None = None) -> None:
+    """Write the traversal grid as a PNG: rows z1..zD, then the categorical (or label) row."""
+    rows = traversal_grid(model, image, span, steps, label)
     columns = max(len(r) for r in rows)
-    has_categorical = attackable(model).encode(image.unsqueeze(0).to(model_device(model))).logits is not None
+    conditional = is_conditional(model)
+    has_categorical = conditional or attackable(model).encode(
+        image.unsqueeze(0).to(model_device(model))).logits is not None
+    last_name, last_text = ("y", "last row: the label 0..K-1") if conditional else ("c", "last row: categorical one-hot 0..K-1")
     fig = Figure(figsize=(0.9 * columns + 1.2, 0.9 * len(rows) + 0.8))
     axes = fig.subplots(len(rows), columns, squeeze=False)
     for r, row in enumerate(rows):
@@ -59,9 +84,9 @@ def plot_traversal(model: nn.Module, image: torch.Tensor, path: str | Path, span
             if c < len(row):
                 ax.imshow(row[c], cmap="gray", vmin=0, vmax=1)
         is_cat = has_categorical and r == len(rows) - 1
-        axes[r][0].set_ylabel("c" if is_cat else f"z{r + 1}", rotation=0, labelpad=14, va="center")
+        axes[r][0].set_ylabel(last_name if is_cat else f"z{r + 1}", rotation=0, labelpad=14, va="center")
     if title:
-        fig.suptitle(f"{title}\nGaussian rows: {-span:g} → {span:g}; last row: categorical one-hot 0..K-1"
+        fig.suptitle(f"{title}\nGaussian rows: {-span:g} → {span:g}; {last_text}"
                      if has_categorical else title, fontsize=9)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")

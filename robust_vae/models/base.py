@@ -183,6 +183,10 @@ class LatentVAE(nn.Module):
     family: ClassVar[str] = "vae"
     #: False for a family whose code is deterministic (the autoencoder): ``sample_code`` returns the mean.
     stochastic: ClassVar[bool] = True
+    #: True for a family conditioned on the class label (``cond-betavae``): training and
+    #: evaluation then pass each batch's labels to :meth:`batch_terms`, and attacks need a threat
+    #: model that says where the label comes from (:mod:`robust_vae.models.conditional`).
+    needs_labels: ClassVar[bool] = False
     #: The decoder likelihood the objective uses, as written on the model card.
     likelihood: ClassVar[str] = "Bernoulli (BCE summed over pixels, mean over batch)"
 
@@ -190,12 +194,20 @@ class LatentVAE(nn.Module):
         super().__init__()
         self.config = config if config is not None else self.config_class()
         c = self.config
-        self.encoder = Encoder(c.channels, c.hidden_dim, self.encoder_outputs(), c.image_size)
-        self.decoder = Decoder(c.latent_dim + c.categorical_dim, c.hidden_dim, c.channels, c.image_size)
+        self.encoder = Encoder(self.encoder_channels(), c.hidden_dim, self.encoder_outputs(), c.image_size)
+        self.decoder = Decoder(self.decoder_inputs(), c.hidden_dim, c.channels, c.image_size)
+
+    def encoder_channels(self) -> int:
+        """Input channels of the encoder: the image's (a conditional family adds its label's)."""
+        return self.config.channels
 
     def encoder_outputs(self) -> int:
         """Width of the encoder's linear head: mean and logvar per Gaussian latent, plus the logits."""
         return 2 * self.config.latent_dim + self.config.categorical_dim
+
+    def decoder_inputs(self) -> int:
+        """Width of the decoder's input: the Gaussian latents plus the categorical (or the label's one-hot)."""
+        return self.config.latent_dim + self.config.categorical_dim
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -278,6 +290,12 @@ class LatentVAE(nn.Module):
             terms["kl_c"] = torch.zeros((), device=x.device)
         terms.update(self.extra_terms(x, params, code, logits))
         return terms
+
+    def batch_terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`loss_terms` of one batch as training and evaluation compute them: ``labels``
+        (N,) int64 are the batch's classes, which only a family that :attr:`needs_labels` uses
+        (it overrides this); every other family ignores them, so its results do not change."""
+        return self.loss_terms(x)
 
     def extra_terms(self, x: torch.Tensor, params: LatentParams, code: torch.Tensor,
                     logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ families implement it through :class:`robust_vae.models.base.LatentVAE`. Shapes:
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -63,4 +63,18 @@ def attackable(model: object) -> AttackableModel:
             f"{type(model).__name__} is not an attackable model: it lacks {', '.join(missing) or 'parameters/eval'} "
             "(implement the interface of robust_vae.models.AttackableModel, e.g. subclass LatentVAE)"
         )
+    return model
+
+
+M = TypeVar("M")
+
+
+def target_view(model: M) -> M:
+    """The model as it sees *target* images: ``model.for_targets()`` where the model defines it
+    (a conditional model under the ``true`` threat model encodes a target under the target's own
+    label, :class:`robust_vae.models.conditional.TrueLabel`), else ``model`` itself."""
+    for_targets = getattr(model, "for_targets", None)
+    if callable(for_targets):
+        view: M = for_targets()
+        return view
     return model

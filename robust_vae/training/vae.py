@@ -29,6 +29,8 @@ from robust_vae.data import Dataset, load_dataset
 from robust_vae.data.base import OptionValue
 from robust_vae.models import LatentVAE, VAEConfig, get_family
 from robust_vae.models.base import categorical_kl
+from robust_vae.models.conditional import TrueLabel
+from robust_vae.models.protocol import AttackableModel
 from robust_vae.training.commands import dataset_option_flags
 from robust_vae.zoo import Card, load_classifier_with_card, model_stem, models_root, save_weights
 
@@ -112,13 +114,15 @@ def evaluate_vae(
     for start in range(0, n, batch_size):
         x = test.images[start:start + batch_size].to(device)
         y = test.labels[start:start + batch_size].to(device)
-        params = model.encode(x)
-        recon = model.decode(model.deterministic_code(params))
+        # a conditional family is evaluated under the true labels; any other is the model itself
+        view: AttackableModel = TrueLabel(model, y) if model.needs_labels else model
+        params = view.encode(x)
+        recon = view.decode(view.deterministic_code(params))
         sums["recon_bce"] += F.binary_cross_entropy(recon, x, reduction="sum").item()
         kl_dims += model.latent_kl_per_dim(params).sum(0).double().cpu()
         if params.logits is not None:
             sums["kl_c"] += categorical_kl(params.logits).sum().item()
-        terms = model.loss_terms(x)
+        terms = model.batch_terms(x, y)
         rows = x.shape[0]
         sums["elbo"] -= (terms["recon"] + terms["kl_z"] + terms["kl_c"]).item() * rows
         sums["objective"] += model.objective(terms, total_steps, total_steps).item() * rows
@@ -196,8 +200,13 @@ class _Run:
             self.checkpoint,
         )
 
-    def train(self, images: torch.Tensor, checkpoint_every: int, progress: bool, stop_after: int | None) -> bool:
-        """Step until the schedule ends (True) or ``stop_after`` steps of this call (False)."""
+    def train(self, images: torch.Tensor, checkpoint_every: int, progress: bool, stop_after: int | None,
+              labels: torch.Tensor | None = None) -> bool:
+        """Step until the schedule ends (True) or ``stop_after`` steps of this call (False).
+
+        ``labels`` (N,) int64: the images' classes, for a family that ``needs_labels`` (None
+        for the others: the batch order and every random draw are the same either way).
+        """
         config, model = self.config, self.model
         model.train()
         bar = tqdm(
@@ -207,8 +216,8 @@ class _Run:
         started = time.perf_counter()
         steps_this_call = 0
         while self.step < config.steps:
-            x = images[self.stream.next().to(images.device)]
-            terms = model.loss_terms(x)
+            index = self.stream.next().to(images.device)
+            terms = model.batch_terms(images[index], None if labels is None else labels[index])
             loss = model.objective(terms, self.step, config.steps)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -290,8 +299,12 @@ def train_vae(
                               "the network's input follows the data (choose the size with the dataset's options)")
     if steps is not None:
         values["steps"] = steps
-    if "dataset_size" in {field.name for field in fields(family_class.config_class)}:
+    config_fields = {field.name for field in fields(family_class.config_class)}
+    if "dataset_size" in config_fields:
         values.setdefault("dataset_size", len(train))  # N of β-TCVAE's minibatch-weighted sampling
+    if "num_classes" in config_fields:  # a conditional family's label one-hot
+        if values.setdefault("num_classes", train.num_classes) != train.num_classes:
+            raise ConfigError(f"num_classes = {values['num_classes']} but {dataset} has {train.num_classes} classes")
     config = family_class.config_class(**values)
     out_dir = Path(out_dir) if out_dir is not None else models_root() / dataset
 
@@ -303,7 +316,8 @@ def train_vae(
                dict(dataset_options or {}))
     run.resume(device, log)
     resumed_from = run.step
-    if not run.train(train.images.to(device), checkpoint_every, progress, stop_after):
+    labels = train.labels.to(device) if model.needs_labels else None
+    if not run.train(train.images.to(device), checkpoint_every, progress, stop_after, labels):
         return None
     if resumed_from == config.steps:
         log(f"{family} seed {seed}: training already complete at step {run.step}; writing card")
