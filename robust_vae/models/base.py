@@ -307,6 +307,10 @@ class LatentVAE(nn.Module):
         """
         return {}
 
+    def card_state(self) -> dict[str, float]:
+        """Scalars of the family's state that a card should show (a controller's β; none here)."""
+        return {}
+
     def latent_kl_per_dim(self, params: LatentParams) -> torch.Tensor:
         """KL(q(z_j|x) ‖ N(0, 1)) per Gaussian dimension, (N, D): the cards' ``kl_per_dim``."""
         return gaussian_kl(params.mean, params.logvar)

@@ -86,6 +86,10 @@ class ControlVAE(LatentVAE):
         self.controller_beta.copy_(raw.clamp(c.beta_min, c.beta_max))
         return self.controller_beta.clone()
 
+    def card_state(self) -> dict[str, float]:
+        """The controller's β and integral term where training left them."""
+        return {"controller_beta": float(self.controller_beta), "controller_integral": float(self.controller_integral)}
+
     def objective(self, terms: dict[str, torch.Tensor], step: int, total_steps: int) -> torch.Tensor:
         kl = terms["kl_z"] + terms["kl_c"]
         if self.training and torch.is_grad_enabled():

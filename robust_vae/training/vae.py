@@ -101,7 +101,10 @@ def evaluate_vae(
     recon_bce: BCE of the deterministic reconstruction, summed over pixels, mean over images;
     kl_per_dim: mean KL of each Gaussian dimension; kl_categorical; elbo: one-sample estimate
     (nats per image); objective: the family's training objective at ``step``;
-    recon_accuracy: the classifier's accuracy on deterministic reconstructions.
+    recon_accuracy: the classifier's accuracy on deterministic reconstructions; family_metrics
+    (only for a family that has any): the test-set mean of each family-specific term of its
+    objective (β-TCVAE's MI, TC and dimension-wise KL, FactorVAE's discriminator TC, σ-VAE's σ²,
+    ...) and its :meth:`card_state` (ControlVAE's β).
     """
     model.eval()
     device = model_device(model)
@@ -111,6 +114,7 @@ def evaluate_vae(
     total_steps = step if step is not None else model.config.steps
     sums: dict[str, Any] = {"recon_bce": 0.0, "elbo": 0.0, "objective": 0.0, "kl_c": 0.0, "correct": 0}
     kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64)
+    family_sums: dict[str, float] = {}
     for start in range(0, n, batch_size):
         x = test.images[start:start + batch_size].to(device)
         y = test.labels[start:start + batch_size].to(device)
@@ -124,6 +128,9 @@ def evaluate_vae(
             sums["kl_c"] += categorical_kl(params.logits).sum().item()
         terms = model.batch_terms(x, y)
         rows = x.shape[0]
+        for name, value in terms.items():
+            if name not in ("recon", "kl_z", "kl_c"):
+                family_sums[name] = family_sums.get(name, 0.0) + float(value) * rows
         sums["elbo"] -= (terms["recon"] + terms["kl_z"] + terms["kl_c"]).item() * rows
         sums["objective"] += model.objective(terms, total_steps, total_steps).item() * rows
         if classifier is not None:
@@ -139,6 +146,9 @@ def evaluate_vae(
     }
     if classifier is not None:
         metrics["recon_accuracy"] = sums["correct"] / n
+    family_metrics = {name: total / n for name, total in family_sums.items()} | model.card_state()
+    if family_metrics:
+        metrics["family_metrics"] = family_metrics
     return metrics
 
 

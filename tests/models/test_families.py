@@ -496,3 +496,25 @@ def test_loss_decreases_over_a_short_run(family: str, mnist_train: Dataset) -> N
     assert all(math.isfinite(v) for v in losses)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < first - 0.2 * abs(first), (family, first, last)  # σ-VAE's loss may go negative
+
+
+# ----------------------------------------------------------------- card metrics
+@pytest.mark.parametrize(("family", "keys"), [
+    ("vae", set()),
+    ("betatcvae", {"mi", "tc", "dim_kl"}),
+    ("factorvae", {"tc", "disc_loss"}),
+    ("sigmavae", {"recon_gauss", "sigma_sq"}),
+    ("lvae", {"sigma0_sq", "sigma1_sq", "beta_hat"}),
+    ("controlvae", {"controller_beta", "controller_integral"}),
+])
+def test_cards_carry_the_family_metrics(family: str, keys: set[str], mnist_test: Dataset) -> None:
+    from robust_vae.training.vae import evaluate_vae
+
+    torch.manual_seed(0)
+    model = get_family(family)()
+    test = Dataset("mnist", "test", mnist_test.images[:64], mnist_test.labels[:64])
+    metrics = evaluate_vae(model, test, None, batch_size=32)
+    assert set(metrics.get("family_metrics", {})) == keys
+    assert all(math.isfinite(v) for v in metrics.get("family_metrics", {}).values())
+    if family == "controlvae":
+        assert metrics["family_metrics"]["controller_beta"] == pytest.approx(model.config.beta_init)
