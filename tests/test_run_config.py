@@ -78,3 +78,30 @@ def test_the_study_expects_the_run_configs_fingerprint(tmp_path: Path) -> None:
     expected = RunConfig.create("jointvae", model_seed=2, recipe="thesis-fast", overrides={"steps": 4},
                                 per_pair=3, seed=2, batch_size=128)
     assert expected_fingerprint(study, spec) == expected.fingerprint()
+
+
+def test_a_study_table_can_set_overrides_and_threat_models(tmp_path: Path) -> None:
+    from robust_vae.analysis.study import read_study, run_config
+
+    path = tmp_path / "study.toml"
+    path.write_text('[study]\nmain_recipe = "thesis-fast"\nper_pair = 2\n[study.set]\nseed = 3\n'
+                    '[[runs]]\nmodels = ["vae"]\nrecipes = ["tabacof"]\nset = { divergence = "l2", max_iter = 5 }\n'
+                    '[[runs]]\nmodels = ["cond-betavae"]\nlabel_sources = ["true", "classifier"]\n')
+    study = read_study(path)
+    by_name = {spec.name: spec for spec in study.runs}
+    assert set(by_name) == {"vae", "cond-betavae@true", "cond-betavae@classifier"}
+    assert by_name["cond-betavae@true"].folder == tmp_path / "runs" / "cond-betavae-true-label-seed0" / "thesis-fast"
+    assert by_name["vae"].folder == tmp_path / "runs" / "vae-seed0" / "tabacof"
+    vae = run_config(study, by_name["vae"])
+    assert dict(vae.overrides) == {"seed": 3, "divergence": "l2", "max_iter": 5} and vae.label_source is None
+    conditional = run_config(study, by_name["cond-betavae@classifier"])
+    assert conditional.label_source == "classifier" and dict(conditional.overrides) == {"seed": 3}
+    assert "--label-source classifier" in conditional.command()
+    args = build_parser().parse_args(shlex.split(conditional.command())[1:])
+    assert config_from_args(args) == conditional
+    assert study.marginal_models == ["cond-betavae@classifier", "cond-betavae@true", "vae"]
+    path.write_text('[[runs]]\nmodels = ["vae"]\nlabel_source = "true"\n')
+    with pytest.raises(ConfigError, match="unknown key"):
+        read_study(path)
+    with pytest.raises(ConfigError, match="label_source"):
+        RunConfig("vae", label_source="oracle")

@@ -148,8 +148,8 @@ def make_task(study: Study, spec: RunSpec, *, threads: int = 1, lock_wait: float
     fingerprint = config.fingerprint()
     absolute = str(Path(spec.folder).resolve())
     digest = hashlib.sha256(json.dumps([absolute, fingerprint], sort_keys=True).encode()).hexdigest()[:12]
-    return RunTask(key=f"robust-vae-run-{spec.model}-seed{spec.seed}-{spec.recipe}-{digest}",
-                   label=f"{spec.model} seed {spec.seed} / {spec.recipe}", config=config, folder=str(spec.folder),
+    return RunTask(key=f"robust-vae-run-{spec.name}-seed{spec.seed}-{spec.recipe}-{digest}",
+                   label=f"{spec.name} seed {spec.seed} / {spec.recipe}", config=config, folder=str(spec.folder),
                    folder_absolute=absolute, cwd=os.getcwd(), fingerprint=fingerprint, versions=library_versions(),
                    threads=threads, lock_wait=lock_wait)
 

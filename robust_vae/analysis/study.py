@@ -33,6 +33,9 @@ The study file (TOML)::
     seeds = [0, 1, 2]
     recipes = ["thesis"]
     per_pair = 5              # optional: this table's pairs per cell (expensive recipes)
+    set = { divergence = "l2" }         # optional: this table's recipe overrides (over [study.set])
+    label_sources = ["true", "classifier"]  # conditional models only: one run per threat model,
+                              # named <model>@<label source> in the tables (cond-betavae@true)
 
     [marginals]               # side-by-side table and per-seed table
     models = ["vae", "jointvae"]
@@ -104,10 +107,17 @@ class RunSpec:
     recipe: str
     folder: Path
     per_pair: int | None = None   # pairs sampled per cell; None: every test pair
+    overrides: tuple[tuple[str, Any], ...] = ()  # this run's recipe overrides, over the study's
+    label_source: str | None = None  # a conditional model's threat model
+
+    @property
+    def name(self) -> str:
+        """The model as the study's tables name it: ``<model>@<label source>`` for a conditional one."""
+        return self.model if self.label_source is None else f"{self.model}@{self.label_source}"
 
     @property
     def key(self) -> tuple[str, int, str]:
-        return (self.model, self.seed, self.recipe)
+        return (self.name, self.seed, self.recipe)
 
 
 @dataclass
@@ -214,9 +224,13 @@ def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[st
         raise ConfigError(f"{where} needs at least one [[runs]] table (models, seeds, recipes)")
     for i, table in enumerate(tables):
         w = f"{where}, [[runs]] #{i + 1}"
-        extra = sorted(set(table) - {"models", "seeds", "recipes", "per_pair"})
+        known = ("models", "seeds", "recipes", "per_pair", "set", "label_sources")
+        extra = sorted(set(table) - set(known))
         if extra:
-            raise ConfigError(f"{w}: unknown key(s) {extra}; known: models, seeds, recipes, per_pair")
+            raise ConfigError(f"{w}: unknown key(s) {extra}; known: {', '.join(known)}")
+        table_set = _need(table, "set", dict, w) if "set" in table else {}
+        label_sources: list[str | None] = list(_names(table["label_sources"], f"{w} label_sources")) \
+            if "label_sources" in table else [None]
         models = _names(_need(table, "models", list, w), f"{w} models")
         seeds = _ints(table.get("seeds", [0]), f"{w} seeds")
         recipes = _names(table.get("recipes", [main_recipe]), f"{w} recipes")
@@ -226,11 +240,14 @@ def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[st
         for model in models:
             for seed in seeds:
                 for recipe in recipes:
-                    spec = RunSpec(model, seed, recipe, runs_dir / f"{model}-seed{seed}" / recipe, table_per_pair)
-                    if specs.setdefault(spec.key, spec).per_pair != table_per_pair:
-                        raise ConfigError(f"{w}: {model} seed {seed} / {recipe} is already in an earlier "
-                                          "[[runs]] table with another per_pair")
-    marginal_models = _names(raw.get("marginals", {}).get("models", sorted({s.model for s in specs.values()})),
+                    for label_source in label_sources:
+                        folder = model if label_source is None else f"{model}-{label_source}-label"
+                        spec = RunSpec(model, seed, recipe, runs_dir / f"{folder}-seed{seed}" / recipe, table_per_pair,
+                                       tuple(table_set.items()), label_source)
+                        if specs.setdefault(spec.key, spec) != spec:
+                            raise ConfigError(f"{w}: {spec.name} seed {seed} / {recipe} is already in an earlier "
+                                              "[[runs]] table with another per_pair or set")
+    marginal_models = _names(raw.get("marginals", {}).get("models", sorted({s.name for s in specs.values()})),
                              f"{where}, [marginals] models")
     figure_models = _names(raw.get("figures", {}).get("models", marginal_models), f"{where}, [figures] models")
     comparisons = []
@@ -272,8 +289,9 @@ class RunStatus:
 def run_config(study: Study, spec: RunSpec, device: str = "cpu", data_dir: str | None = None) -> RunConfig:
     """The :class:`RunConfig` that makes ``spec``'s run."""
     return RunConfig.create(
-        spec.model, dataset=study.dataset, model_seed=spec.seed, recipe=spec.recipe, overrides=study.overrides,
-        per_pair=spec.per_pair, seed=study.seed, batch_size=study.batch_size, device=device, data_dir=data_dir,
+        spec.model, dataset=study.dataset, model_seed=spec.seed, recipe=spec.recipe,
+        overrides=study.overrides | dict(spec.overrides), per_pair=spec.per_pair, seed=study.seed,
+        batch_size=study.batch_size, device=device, data_dir=data_dir, label_source=spec.label_source,
     )
 
 
@@ -327,7 +345,7 @@ def format_status(statuses: Sequence[RunStatus], root: Path | None = None) -> st
             with contextlib.suppress(ValueError):
                 folder = folder.relative_to(root)
         detail = st.reason or str(folder)
-        lines.append(f"{st.spec.model:<12}{st.spec.seed:>5}  {st.spec.recipe:<20}{_pairs_label(st.spec.per_pair):>6}  "
+        lines.append(f"{st.spec.name:<12}{st.spec.seed:>5}  {st.spec.recipe:<20}{_pairs_label(st.spec.per_pair):>6}  "
                      f"{st.state:<10}{detail}")
     counts = {s: sum(st.state == s for st in statuses) for s in ("done", "partial", "new", "skipped", "conflict")}
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no runs")
@@ -343,7 +361,7 @@ def run_missing(study: Study, statuses: Sequence[RunStatus], device: str = "cpu"
     for i, st in enumerate(todo, 1):
         config = run_config(study, st.spec, device, data_dir)
         verb = "resuming" if st.state == "partial" else "running"
-        log(f"[{i}/{len(todo)}] {verb} {st.spec.model} seed {st.spec.seed} / {st.spec.recipe}: "
+        log(f"[{i}/{len(todo)}] {verb} {st.spec.name} seed {st.spec.seed} / {st.spec.recipe}: "
             f"{config.command(st.spec.folder)}")
         run_attack(config, st.spec.folder)
         made.append(st.spec)
@@ -717,7 +735,7 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
         if st.state == "done":
             with contextlib.suppress(OSError, ValueError, KeyError):
                 kept = str(json.loads((st.spec.folder / "run.json").read_text()).get("examples_attacked", ""))
-        rows.append([st.spec.model, str(st.spec.seed), st.spec.recipe, _pairs_label(st.spec.per_pair), st.state,
+        rows.append([st.spec.name, str(st.spec.seed), st.spec.recipe, _pairs_label(st.spec.per_pair), st.state,
                      kept, st.reason or f"`{relative_path(st.spec.folder, study.out_dir)}`"])
     lines.append(markdown_table(["model", "seed", "recipe", "pairs per cell", "state", "attacked examples",
                                   "folder / note"], rows, align="lrlrlrl"))

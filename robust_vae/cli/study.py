@@ -102,7 +102,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         parts["written"].append(write_text(study.out_dir, "README.draft.md", readme_draft(study, parts)))
     skipped = [st for st in statuses if st.state == "skipped"]
     for st in skipped:
-        print(f"skipped {st.spec.model} seed {st.spec.seed} / {st.spec.recipe}: {st.reason}")
+        print(f"skipped {st.spec.name} seed {st.spec.seed} / {st.spec.recipe}: {st.reason}")
     print()
     print(parts["results_md"])
     print("wrote " + ", ".join(relative_path(p, study.out_dir) for p in parts["written"]) + f" in {study.out_dir}/")
