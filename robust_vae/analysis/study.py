@@ -315,7 +315,7 @@ def run_status(study: Study, spec: RunSpec) -> RunStatus:
         expected = expected_fingerprint(study, spec)
     except ZooError:
         return RunStatus(spec, "skipped", f"model {spec.model} seed {spec.seed} is not in the zoo yet "
-                                          f"(no models/{study.dataset}/{spec.model}-seed{spec.seed}.json)")
+                                          f"(train it: robust-vae train --model {spec.model} --dataset {study.dataset} --seed {spec.seed})")
     config = spec.folder / "config.json"
     if not config.is_file():
         return RunStatus(spec, "new")
@@ -338,14 +338,14 @@ def study_status(study: Study) -> list[RunStatus]:
 
 
 def format_status(statuses: Sequence[RunStatus], root: Path | None = None) -> str:
-    lines = [f"{'model':<12}{'seed':>5}  {'recipe':<20}{'pairs':>6}  {'state':<10}detail"]
+    lines = [f"{'model':<24}{'seed':>5}  {'recipe':<20}{'pairs':>6}  {'state':<10}detail"]
     for st in statuses:
         folder = st.spec.folder
         if root is not None:
             with contextlib.suppress(ValueError):
                 folder = folder.relative_to(root)
         detail = st.reason or str(folder)
-        lines.append(f"{st.spec.name:<12}{st.spec.seed:>5}  {st.spec.recipe:<20}{_pairs_label(st.spec.per_pair):>6}  "
+        lines.append(f"{st.spec.name:<24}{st.spec.seed:>5}  {st.spec.recipe:<20}{_pairs_label(st.spec.per_pair):>6}  "
                      f"{st.state:<10}{detail}")
     counts = {s: sum(st.state == s for st in statuses) for s in ("done", "partial", "new", "skipped", "conflict")}
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no runs")
