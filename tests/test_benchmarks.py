@@ -143,9 +143,17 @@ def test_readme_lbfgsb_precision_table_is_the_committed_result() -> None:
         (p, b) for p in ("float32", "float64") for b in (False, True)}
 
 
-@pytest.mark.parametrize(("marker", "name", "solver"), [("lbfgsb-warm-start", "lbfgsb_warm_start", "scipy"),
-                                                       ("lbfgsb-warm-start-torch", "lbfgsb_warm_start_torch", "torch")])
-def test_readme_lbfgsb_warm_start_table_is_the_committed_result(marker: str, name: str, solver: str) -> None:
+WARM_START_TABLES = [
+    ("lbfgsb-warm-start", "lbfgsb_warm_start", "scipy", {"none", "descending", "ascending"}),
+    ("lbfgsb-warm-start-torch", "lbfgsb_warm_start_torch", "torch", {"none", "descending", "ascending"}),
+    ("lbfgsb-warm-start-torch-factr", "lbfgsb_warm_start_torch_factr1e7", "torch", {"none", "descending"}),
+    ("lbfgsb-warm-start-torch-200", "lbfgsb_warm_start_torch_200", "torch", {"none", "descending"}),
+]
+
+
+@pytest.mark.parametrize(("marker", "name", "solver", "modes"), WARM_START_TABLES)
+def test_readme_lbfgsb_warm_start_table_is_the_committed_result(marker: str, name: str, solver: str,
+                                                                modes: set[str]) -> None:
     """The README's warm-start tables are `python -m benchmarks.lbfgsb_warm_start --render`."""
     readme = (ROOT / "README.md").read_text()
     start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
@@ -154,5 +162,8 @@ def test_readme_lbfgsb_warm_start_table_is_the_committed_result(marker: str, nam
     assert report["solver"] == solver
     rendered = run_module("benchmarks.lbfgsb_warm_start", "--render", "--out", str(RESULTS / f"{name}.json"))
     assert pasted.strip() == rendered.stdout.strip()
-    assert f"--pairs {report['pairs']}" in readme and report["max_iter"] is None  # the recipe's full length
-    assert set(report["modes"]) == {"none", "descending", "ascending"}
+    assert report["command"] in readme and report["max_iter"] is None  # the recipe's full length
+    assert set(report["modes"]) == modes
+    for mode, result in report["modes"].items():  # the cold start always has the recipe's values
+        if mode == "none" and "overrides" in result:
+            assert set(result["overrides"]) == {"precision", "solver"}
