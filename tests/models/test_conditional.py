@@ -267,3 +267,16 @@ def test_attack_cli_takes_the_label_source(zoo: Path, tmp_path: Path, monkeypatc
     run = json.loads((out / "run.json").read_text())
     assert run["label_source"] == "classifier" and "--label-source classifier" in run["command"]
     assert (out / "cells.csv").is_file() and (out / "heatmaps.png").is_file()
+
+
+def test_commands_that_need_a_plain_encoder_refuse_it(zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from robust_vae.cli.app import main
+
+    monkeypatch.setenv("ROBUST_VAE_MODELS", str(zoo))
+    monkeypatch.chdir(tmp_path)
+    assert main(["robustness", "--model", "cond-betavae", "--out", str(tmp_path / "card")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "threat model" in err and not (tmp_path / "card").exists()
+    assert main(["traverse", "--model", "cond-betavae", "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").is_file()
