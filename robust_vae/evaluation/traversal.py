@@ -38,8 +38,9 @@ def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, ste
         if label is None:
             raise ConfigError(f"{getattr(model, 'family', 'this model')} is conditioned on the class label: "
                               "pass the image's label to traverse it")
-        rows = traversal_grid(TrueLabel(model, label), image, span, steps)
-        mean = TrueLabel(model, label).encode(image.unsqueeze(0).to(device)).mean
+        view = TrueLabel(model, label)
+        rows = traversal_grid(view, image, span, steps)
+        mean = view.encode(image.unsqueeze(0).to(device)).mean
         conditional: Any = model
         k = int(conditional.num_classes)
         labels = torch.arange(k, device=device)

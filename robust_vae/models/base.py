@@ -280,7 +280,11 @@ class LatentVAE(nn.Module):
         through :meth:`extra_terms`, which sees the same pass (the code sample that was decoded).
         """
         params = self.encode(x)
-        code = self.sample_code(params)
+        return self.pass_terms(x, params, self.sample_code(params))
+
+    def pass_terms(self, x: torch.Tensor, params: LatentParams, code: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms of one pass whose posterior is ``params`` and whose decoder input is ``code``
+        (a sample of it; a conditional family appends the label's one-hot)."""
         logits = self.decoder(code)
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
         terms = {"recon": recon, "kl_z": gaussian_kl(params.mean, params.logvar).sum(-1).mean()}

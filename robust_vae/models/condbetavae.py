@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from robust_vae.core.errors import ConfigError
-from robust_vae.models.base import LatentParams, gaussian_kl
+from robust_vae.models.base import LatentParams
 from robust_vae.models.betavae import BetaVAE, BetaVAEConfig
 from robust_vae.models.registry import register_family
 
@@ -131,13 +131,7 @@ class CondBetaVAE(BetaVAE):
             raise ConfigError(f"{self.family} trains on (image, label) batches: pass the batch's labels "
                               "(loss_terms(x, labels) or batch_terms(x, labels))")
         params = self.encode_with(x, labels)
-        code = torch.cat([self.sample_code(params), self.one_hot(labels, x)], dim=-1)
-        logits = self.decoder(code)
-        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
-        terms = {"recon": recon, "kl_z": gaussian_kl(params.mean, params.logvar).sum(-1).mean(),
-                 "kl_c": torch.zeros((), device=x.device)}
-        terms.update(self.extra_terms(x, params, code, logits))
-        return terms
+        return self.pass_terms(x, params, torch.cat([self.sample_code(params), self.one_hot(labels, x)], dim=-1))
 
     def batch_terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.loss_terms(x, labels)
