@@ -14,8 +14,9 @@ the JSON records the wall and CPU time, the total objective/gradient evaluations
 the median relative difference of the final objective from the cold start's
 ((warm − cold) / |cold|: negative is better). The goal of issue "L-BFGS-B" is at least 5× fewer
 evaluations at a median objective no worse than cold start's within 1e-3. Writes
-``benchmarks/results/lbfgsb_warm_start.json`` (or ``--out``) and prints the README table
-(``--render``: the table of the committed results).
+``benchmarks/results/lbfgsb_warm_start.json`` (or ``--out``) and prints the README tables
+(``--render``: the table of the committed results; ``--render --per-c``: where the evaluations
+go, per C).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def measure(mode: str, count: int, precision: str, solver: str, max_iter: int | 
     assert out.evaluations is not None
     return {"mode": mode, "overrides": {k: v for k, v in overrides.items() if k != "warm_start"}, "wall_seconds": wall, "cpu_seconds": cpu,
             "evaluations": int(out.evaluations.sum()), "iterations": int(out.iterations.sum()),
+            "evaluations_per_c": out.evaluations.view(k, count).sum(dim=1).tolist(),
             "objective": out.objective.double().view(k, count).tolist(), "c": attack.sweep_values()}
 
 
@@ -110,6 +112,22 @@ def table(report: dict[str, Any]) -> str:
     return markdown_table(header, rows, align="llrrrrrr")
 
 
+def per_c_table(report: dict[str, Any], every: int = 4) -> str:
+    """Where the evaluations go: per C (every ``every``-th of the sweep) each mode's mean
+    evaluations per pair and its median relative objective against the cold start."""
+    present = [m for m in MODES if m in report["modes"]]
+    if any("evaluations_per_c" not in report["modes"][m] for m in present):
+        raise SystemExit(f"{report['command']}: this report has no per-C evaluations (measured before they were recorded)")
+    pairs, c = report["pairs"], report["modes"]["none"]["c"]
+    header = ["C", *[f"`{m}` evaluations" for m in present], *[f"`{m}` median rel. objective" for m in present if m != "none"]]
+    rows = []
+    for j in range(0, len(c), every):
+        rows.append([f"2^{round(np.log2(c[j]))}",
+                     *[f"{report['modes'][m]['evaluations_per_c'][j] / pairs:.0f}" for m in present],
+                     *[f"{report['summary'][m]['median_relative_objective_per_c'][j]:+.1e}" for m in present if m != "none"]])
+    return markdown_table(header, rows, align="l" + "r" * (len(header) - 1))
+
+
 def main() -> None:
     parser = results_parser(__doc__, RESULTS / "lbfgsb_warm_start.json")
     parser.add_argument("--pairs", type=int, default=200)
@@ -120,9 +138,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warm-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe value for the warm-started modes only, e.g. factr=1e7 (repeatable)")
+    parser.add_argument("--per-c", action="store_true", help="with --render: the per-C evaluations and objectives")
     args = parser.parse_args()
     warm_overrides = parse_overrides(args.warm_set)
-    if rendered(args, table):
+    if rendered(args, per_c_table if args.per_c else table):
         return
     torch.set_num_threads(args.threads)
     modes = ["none", *[m for m in args.modes if m != "none"]]
@@ -139,7 +158,7 @@ def main() -> None:
         "pairs": args.pairs, "precision": args.precision, "solver": args.solver, "max_iter": args.max_iter,
         "warm_overrides": warm_overrides, "threads": args.threads, **machine(), "modes": results, "summary": summarise(results),
     }
-    write_report(report, args.out, table(report))
+    write_report(report, args.out, table(report) + "\n\n" + per_c_table(report))
 
 
 if __name__ == "__main__":

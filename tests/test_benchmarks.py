@@ -167,3 +167,22 @@ def test_readme_lbfgsb_warm_start_table_is_the_committed_result(marker: str, nam
     for mode, result in report["modes"].items():  # the cold start always has the recipe's values
         if mode == "none" and "overrides" in result:
             assert set(result["overrides"]) == {"precision", "solver"}
+
+
+def test_readme_lbfgsb_per_c_table_is_the_committed_result() -> None:
+    """The per-C table is `--render --per-c` of its report, and it shows what the README says:
+    cold and warm start alike spend most of the 500-iteration cap per problem in the mid-range."""
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- lbfgsb-warm-start-per-c:start -->\n", "<!-- lbfgsb-warm-start-per-c:end -->"
+    pasted = readme[readme.index(start) + len(start):readme.index(end)]
+    name = RESULTS / "lbfgsb_warm_start_torch_per_c.json"
+    report = json.loads(name.read_text())
+    rendered = run_module("benchmarks.lbfgsb_warm_start", "--render", "--per-c", "--out", str(name))
+    assert pasted.strip() == rendered.stdout.strip()
+    assert report["command"] in readme
+    pairs = report["pairs"]
+    for mode in ("none", "descending"):
+        per_c = report["modes"][mode]["evaluations_per_c"]
+        assert sum(per_c) == report["modes"][mode]["evaluations"]
+        mid = [e / pairs for e, c in zip(per_c, report["modes"][mode]["c"]) if 2.0 ** -8 <= c <= 1.0]
+        assert min(mid) > 350
