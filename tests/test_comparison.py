@@ -311,6 +311,24 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def test_dry_run_of_runs_not_made_yet_computes_no_fingerprint(
+    tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's fingerprint can need an artefact trained on first use (kos-classifier's latent
+    classifier): listing runs that do not exist yet must not compute it, only check the zoo."""
+    from robust_vae.evaluation.run_config import RunConfig
+
+    def refuse(self: RunConfig) -> None:
+        raise AssertionError(f"fingerprint of {self.model}/{self.recipe} computed by a dry run")
+
+    monkeypatch.setenv("ROBUST_VAE_MODELS", str(tiny_zoo))
+    monkeypatch.setattr(RunConfig, "fingerprint", refuse)
+    (tmp_path / "study.toml").write_text(TINY_STUDY)
+    assert cli_main(["study", str(tmp_path / "study.toml"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 new, 6 skipped" in printed and "model vae-wd seed 1 is not in the zoo yet" in printed
+
+
 def test_study_runs_resumes_and_writes_its_tables(
     tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -312,13 +312,14 @@ def run_status(study: Study, spec: RunSpec) -> RunStatus:
     except ConfigError as error:
         return RunStatus(spec, "skipped", f"recipe {spec.recipe!r} cannot be used yet ({error})")
     try:
-        expected = expected_fingerprint(study, spec)
+        run_config(study, spec).check_available()
     except ZooError:
         return RunStatus(spec, "skipped", f"model {spec.model} seed {spec.seed} is not in the zoo yet "
                                           f"(train it: robust-vae train --model {spec.model} --dataset {study.dataset} --seed {spec.seed})")
     config = spec.folder / "config.json"
-    if not config.is_file():
+    if not config.is_file():  # nothing to compare: the fingerprint (which may train an artefact) can wait
         return RunStatus(spec, "new")
+    expected = expected_fingerprint(study, spec)
     try:
         found = json.loads(config.read_text())
     except (OSError, json.JSONDecodeError) as error:

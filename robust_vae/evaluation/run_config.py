@@ -21,7 +21,7 @@ from robust_vae.core.errors import ConfigError
 from robust_vae.data.digest import dataset_digest
 from robust_vae.models import get_family
 from robust_vae.models.conditional import LABEL_SOURCES, check_label_source, is_conditional
-from robust_vae.zoo import find_card, load_model
+from robust_vae.zoo import Card, find_card, load_model
 
 DEFAULT_PER_PAIR = 20  # 1,800 attacked pairs on MNIST: the thesis recipe finishes in minutes on 2 CPU cores
 DEFAULT_BATCH_SIZE = 512
@@ -127,16 +127,22 @@ class RunConfig:
         return Path("reports") / self.dataset / folder / self.recipe_name()
 
     # ----- identity -----
+    def check_available(self) -> tuple[Card, Card]:
+        """The model's and the classifier's cards, without loading or training anything: raises
+        ZooError for a model seed not in the zoo and ConfigError for a threat model that does not
+        fit the model (a study's ``--dry-run`` asks this of every run it has not made yet)."""
+        card = find_card(self.model, self.dataset, self.model_seed)
+        family = card.data.get("family")
+        conditional = isinstance(family, str) and is_conditional(get_family(family))
+        check_label_source(conditional, self.label_source, self.model)
+        return card, find_card("classifier", self.dataset, None)
+
     def fingerprint(self) -> dict[str, Any]:
         """What ``config.json`` of the run folder holds: the sha256 of the model, the classifier,
         the dataset files and any artefact the attack uses (the latent classifier of
         ``kos-classifier``, trained on first use), the attack with every hyperparameter value,
         the pair sample and the batch size."""
-        card = find_card(self.model, self.dataset, self.model_seed)
-        family = card.data.get("family")
-        conditional = isinstance(family, str) and is_conditional(get_family(family))
-        check_label_source(conditional, self.label_source, self.model)
-        classifier = find_card("classifier", self.dataset, None)
+        card, classifier = self.check_available()
         attack = self.attack()
         artefacts = attack.artefacts(load_model(self.model, self.dataset, self.model_seed)) \
             if attack.has_artefacts else {}
