@@ -10,8 +10,10 @@ from robust_vae.cli.options import add_common, positive_int
 from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import writable_file
 from robust_vae.data import load_dataset_at
-from robust_vae.evaluation.traversal import plot_traversal
+from robust_vae.evaluation.traversal import code_scale, plot_traversal
 from robust_vae.zoo import load_model
+
+SCALE_IMAGES = 2000  # test images whose codes set the units of a model without a prior
 
 
 def add_parser(sub: Any) -> None:
@@ -21,7 +23,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
     p.add_argument("--image", type=int, default=0, help="test image whose code is traversed")
-    p.add_argument("--span", type=float, default=3.0, help="Gaussian latents go from -span to +span")
+    p.add_argument("--span", type=float, default=3.0, help="Gaussian latents go from -span to +span (a model without a prior, ae: its test codes' mean ± span standard deviations)")
     p.add_argument("--steps", type=positive_int, default=10, help="columns per Gaussian latent")
     p.add_argument("--out", type=Path, default=None,
                    help="PNG path (default: reports/<dataset>/<model>/traversal.png)")
@@ -37,8 +39,10 @@ def cmd_traverse(args: argparse.Namespace) -> int:
         raise ConfigError(f"--image {args.image} is not a test image: choose 0 to {len(test) - 1}")
     out = writable_file(args.out or default)
     label = int(test.labels[args.image])  # used by a conditional model only
+    # a model without a prior (ae) in its codes' own units: mean ± span sd over the first test images
+    scale = None if getattr(model, "stochastic", True) else code_scale(model, test.images[:SCALE_IMAGES])
     plot_traversal(model, test.images[args.image], out, span=args.span, steps=args.steps,
-                   title=f"{args.model} (seed {args.seed}) latent traversal", label=label)
+                   title=f"{args.model} (seed {args.seed}) latent traversal", label=label, scale=scale)
     print(f"wrote {out}")
     return 0
 

@@ -23,12 +23,26 @@ from robust_vae.models.conditional import TrueLabel, is_conditional
 
 
 @torch.no_grad()
+def code_scale(model: nn.Module, images: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-latent mean and standard deviation, (D,) each, of the deterministic codes of
+    ``images`` (N, C, H, W): the units a model without a prior (``ae``) is traversed in, since
+    its codes are on no fixed scale."""
+    net = attackable(model)
+    device = model_device(model)
+    means = torch.cat([net.encode(images[i:i + batch].to(device)).mean for i in range(0, len(images), batch)])
+    return means.mean(dim=0), means.std(dim=0)
+
+
+@torch.no_grad()
 def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, steps: int = 10,
-                   label: int | None = None) -> list[np.ndarray]:
+                   label: int | None = None,
+                   scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[np.ndarray]:
     """Decoded images for each latent varied around the deterministic code of ``image``.
 
     image: (1, 32, 32) in [0, 1]. Returns one (steps, 32, 32) array per Gaussian latent
-    (values linspace(-span, span, steps), others fixed at the image's means) and, when the
+    (values linspace(-span, span, steps) in the prior's units, or with ``scale`` = (mean, std)
+    of (D,) each, mean + linspace(-span, span)·std: :func:`code_scale`; others fixed at the
+    image's means) and, when the
     model has a categorical, a (K, 32, 32) array with each category switched on in turn. A
     conditional model needs the image's ``label``; its last row is the label switched through
     the K classes.
@@ -54,7 +68,7 @@ def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, ste
     values = torch.linspace(-span, span, steps, device=device)
     for dim in range(latent_dim):
         codes = code.repeat(steps, 1)
-        codes[:, dim] = values
+        codes[:, dim] = values if scale is None else scale[0][dim].to(device) + values * scale[1][dim].to(device)
         rows.append(net.decode(codes)[:, 0].cpu().numpy())
     if params.logits is not None:
         k = params.logits.shape[1]
@@ -65,9 +79,11 @@ def traversal_grid(model: nn.Module, image: torch.Tensor, span: float = 3.0, ste
 
 
 def plot_traversal(model: nn.Module, image: torch.Tensor, path: str | Path, span: float = 3.0,
-                   steps: int = 10, title: str = "", label: int | None = None) -> None:
-    """Write the traversal grid as a PNG: rows z1..zD, then the categorical (or label) row."""
-    rows = traversal_grid(model, image, span, steps, label)
+                   steps: int = 10, title: str = "", label: int | None = None,
+                   scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Write the traversal grid as a PNG: rows z1..zD, then the categorical (or label) row;
+    the subtitle says the rows' range."""
+    rows = traversal_grid(model, image, span, steps, label, scale)
     columns = max(len(r) for r in rows)
     conditional = is_conditional(model)
     has_categorical = conditional or attackable(model).encode(
@@ -87,7 +103,8 @@ def plot_traversal(model: nn.Module, image: torch.Tensor, path: str | Path, span
         is_cat = has_categorical and r == len(rows) - 1
         axes[r][0].set_ylabel(last_name if is_cat else f"z{r + 1}", rotation=0, labelpad=14, va="center")
     if title:
-        fig.suptitle(f"{title}\nGaussian rows: {-span:g} → {span:g}; {last_text}"
-                     if has_categorical else title, fontsize=9)
+        ranges = f"Gaussian rows: {-span:g} → {span:g}" if scale is None else \
+            f"rows: test codes' mean {-span:g} → {span:g} standard deviations"
+        fig.suptitle(f"{title}\n{ranges}" + (f"; {last_text}" if has_categorical else ""), fontsize=9)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
