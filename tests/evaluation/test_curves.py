@@ -189,3 +189,22 @@ def test_report_and_compare_put_swept_runs_side_by_side(swept_run: SuccessMatrix
     comparison = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     row = comparison[comparison["metric"] == "auddc"].iloc[0]
     assert row["difference_pp"] == 0 and row["mean_a_pct"] == pytest.approx(100 * mean, abs=1e-2)
+
+
+def test_readme_tabacof_example_is_the_committed_run() -> None:
+    """The README's tabacof example quotes the committed run: its AUDDC line, AS target, size."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[2]
+    run = root / "reports" / "mnist" / "vae" / "tabacof"
+    readme = (root / "README.md").read_text()
+    overall = pd.read_csv(run / "auddc.csv").query("scope == 'all'").iloc[0]
+    assert f"AUDDC {overall.auddc:.4f} [{overall.auddc_lo:.4f}, {overall.auddc_hi:.4f}]" in readme
+    info = json.loads((run / "run.json").read_text())
+    assert info["per_pair"] == 2 and info["recipe"] == "tabacof" and f"{info['examples_attacked']} pairs" in readme
+    summary = (run / "summary.md").read_text()
+    as_target = summary.split("**AS target**: ")[1].split("%")[0]
+    assert f"AS target\n{as_target} %" in readme or f"AS target {as_target} %" in readme
