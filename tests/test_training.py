@@ -74,6 +74,39 @@ def test_train_writes_weights_and_card(zoo_env: Path, tmp_path: Path, monkeypatc
     load_state(read_card(card_path), model)
 
 
+def test_a_named_variant_gets_its_own_card_and_loads_as_its_family(
+    zoo_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train --model betavae --set beta=8 --name betavae-b8`: its own weights file, card name
+    and checkpoint; `load_model("betavae-b8")` builds a betavae with β = 8."""
+    from robust_vae.core.errors import ConfigError
+    from robust_vae.zoo import load_model
+
+    monkeypatch.setenv("ROBUST_VAE_CACHE", str(tmp_path / "cache"))
+    out = zoo_env / "mnist"
+    result = train_vae("betavae", "mnist", seed=5, steps=STEPS, out_dir=out, checkpoint_every=EVERY,
+                       progress=False, log=lambda _: None, name="betavae-b8", settings={"beta": 8.0})
+    assert result is not None
+    card = json.loads((out / "betavae-b8-seed5.json").read_text())
+    assert (card["name"], card["family"], card["config"]["beta"]) == ("betavae-b8", "betavae", 8.0)
+    assert card["training"]["command"].endswith("--set beta=8.0 --name betavae-b8")
+    default = get_family("betavae").config_class(steps=STEPS).to_dict()
+    assert default["beta"] != 8.0
+    assert checkpoint_dir("betavae", "mnist", 5, card["config"]) != checkpoint_dir("betavae", "mnist", 5, default)
+    model = load_model("betavae-b8", "mnist", seed=5)
+    assert model.family == "betavae" and model.config.beta == 8.0  # type: ignore[attr-defined]
+    assert not (out / "betavae-seed5.json").exists()
+    for kwargs, message in (({"settings": {"beta": 8.0}}, "give the variant its own zoo name"),
+                            ({"settings": {"beta": 8.0}, "name": "vae"}, "is the family"),
+                            ({"settings": {"no_such": 1}, "name": "betavae-x"}, "has no setting no_such"),
+                            ({"settings": {"beta": 2.0}, "name": "Beta VAE"}, "lower-case")):
+        with pytest.raises(ConfigError, match=message) as error:
+            train_vae("betavae", "mnist", seed=5, steps=STEPS, out_dir=tmp_path / "x", progress=False,
+                      log=lambda _: None, **kwargs)  # type: ignore[arg-type]
+        assert "\n" not in str(error.value)
+    assert not (tmp_path / "x").exists()
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     zoo_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from robust_vae.attacks import parse_overrides
 from robust_vae.cli.options import add_common, add_dataset_options, dataset_options, positive_int
 from robust_vae.models import FAMILIES
 from robust_vae.training import ClassifierConfig, train_classifier, train_vae
@@ -33,6 +34,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weight-decay", type=float, default=None, help="override Adam weight decay")
     p.add_argument("--checkpoint-every", type=positive_int, default=2000)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="replace one config value of the family, e.g. --set beta=8 (repeatable; needs --name)")
+    p.add_argument("--name", default=None,
+                   help="zoo name of a variant trained with --set, e.g. betavae-b8 (default: the family)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <zoo>/<dataset>/, the zoo being $ROBUST_VAE_MODELS or the package's robust_vae/zoo/weights/)")
     p.set_defaults(handler=cmd_train)
 
@@ -52,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_vae(args.model, args.dataset, seed=args.seed, steps=args.steps, out_dir=args.out,
                        device=args.device, data_dir=args.data_dir,
                        checkpoint_every=args.checkpoint_every, overrides=overrides,
-                       dataset_options=dataset_options(args))
+                       dataset_options=dataset_options(args), name=args.name, settings=parse_overrides(args.set))
     assert result is not None
     metrics = result.card.data["metrics"]
     print(json.dumps({"weights": str(result.card.weights_path), "metrics": metrics}, indent=2))

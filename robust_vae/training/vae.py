@@ -11,10 +11,11 @@ import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from robust_vae.core.errors import ConfigError
 from robust_vae.core.paths import default_cache_dir
 from robust_vae.data import Dataset, load_dataset
 from robust_vae.data.base import OptionValue
-from robust_vae.models import LatentVAE, VAEConfig, get_family
+from robust_vae.models import FAMILIES, LatentVAE, VAEConfig, get_family
 from robust_vae.models.base import categorical_kl
 from robust_vae.models.conditional import TrueLabel
 from robust_vae.models.protocol import AttackableModel
@@ -152,6 +153,25 @@ def evaluate_vae(
     return metrics
 
 
+def check_variant(family: str, config_class: type, settings: dict[str, Any], name: str | None) -> None:
+    """One-line errors for a variant that cannot be trained: an unknown config field, settings
+    without a zoo name of their own, a name that is another family's or not a plain stem."""
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"{family} has no setting {', '.join(unknown)}: its config ({config_class.__name__}) "
+                          f"has {', '.join(sorted(known))}")
+    if name is None or name == family:
+        if settings:
+            raise ConfigError(f"--set changes {family}'s defaults: give the variant its own zoo name with --name "
+                              f"(e.g. {family}-{'-'.join(f'{k}{v}' for k, v in settings.items())})")
+        return
+    if name in FAMILIES:
+        raise ConfigError(f"--name {name} is the family {name!r}: a variant needs a name of its own")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", name):
+        raise ConfigError(f"--name {name!r}: use lower-case letters, digits, '.' and '-' (it becomes a file name)")
+
+
 def checkpoint_dir(family: str, dataset: str, seed: int, config: dict[str, Any],
                    dataset_options: dict[str, OptionValue] | None = None) -> Path:
     """The cache folder of one run's resume state (dataset options only enter the digest when set)."""
@@ -176,6 +196,8 @@ class _Run:
     stream: BatchStream
     checkpoint: Path
     dataset_options: dict[str, OptionValue]
+    name: str = ""  # the zoo name (the family's unless a variant: ``train_vae(name=...)``)
+    settings: dict[str, Any] = field(default_factory=dict)  # config values set by the caller, for the card's command
     step: int = 0
     elapsed: float = 0.0
 
@@ -253,7 +275,7 @@ class _Run:
         """The model card: what produced the weights, and their metrics."""
         config = self.config
         return {
-            "name": self.family,
+            "name": self.name or self.family,
             "dataset": self.dataset,
             "family": self.family,
             "seed": self.seed,
@@ -270,7 +292,9 @@ class _Run:
                 "device": str(device),
                 "wall_seconds": round(self.elapsed, 1),
                 "command": f"robust-vae train --model {self.family} --dataset {self.dataset} --seed {self.seed} "
-                           f"--steps {config.steps}" + dataset_option_flags(self.dataset_options),
+                           f"--steps {config.steps}" + dataset_option_flags(self.dataset_options)
+                           + "".join(f" --set {key}={value}" for key, value in self.settings.items())
+                           + (f" --name {self.name}" if self.name and self.name != self.family else ""),
             },
             "metrics": metrics,
             "environment": environment_info(),
@@ -291,8 +315,15 @@ def train_vae(
     stop_after: int | None = None,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
     dataset_options: dict[str, OptionValue] | None = None,
+    name: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> TrainResult | None:
     """Train one family with the config's schedule; resume from the cache if a checkpoint exists.
+
+    ``settings`` replace config values of the family (``beta``, ``gamma``, ...; unknown names
+    are a one-line error) and then need ``name``, the variant's zoo name (``betavae-b8``), so
+    that a variant never overwrites the family's own weights; the checkpoint cache, the card and
+    its command record both. ``overrides`` are the same without that rule (``weight_decay``).
 
     ``stop_after`` ends the run early after that many steps of this call (for tests of resume);
     it then returns None without writing final weights. ``dataset_options`` are the dataset's
@@ -300,9 +331,11 @@ def train_vae(
     channels follow the loaded images.
     """
     family_class = get_family(family)
+    settings = dict(settings or {})
+    check_variant(family, family_class.config_class, settings, name)
     train = load_dataset(dataset, "train", data_dir, **(dataset_options or {}))
     channels, height, width = train.image_shape
-    values = dict(overrides or {})
+    values = dict(overrides or {}) | settings
     for key, value in (("image_size", height), ("channels", channels)):
         if values.setdefault(key, value) != value:
             raise ConfigError(f"{key} = {values[key]} but {dataset} gives {channels}x{height}x{width} images: "
@@ -323,7 +356,7 @@ def train_vae(
     optimizer = model.optimizer()
     run = _Run(family, dataset, seed, config, model, optimizer, BatchStream(len(train), config.batch_size, seed),
                checkpoint_dir(family, dataset, seed, config.to_dict(), dataset_options) / "checkpoint.pt",
-               dict(dataset_options or {}))
+               dict(dataset_options or {}), name=name or family, settings=settings)
     run.resume(device, log)
     resumed_from = run.step
     labels = train.labels.to(device) if model.needs_labels else None
@@ -336,7 +369,7 @@ def train_vae(
     classifier, classifier_card = load_classifier_with_card(dataset, device, image_shape=model.image_shape)
     test = load_dataset(dataset, "test", data_dir, **(dataset_options or {}))
     metrics = evaluate_vae(model, test, classifier, step=config.steps)
-    weights_path = out_dir / f"{model_stem(family, seed)}.safetensors"
+    weights_path = out_dir / f"{model_stem(name or family, seed)}.safetensors"
     card = run.card(metrics, device) | {"recon_classifier_sha256": classifier_card.data["sha256"]}
     saved = save_weights(model, weights_path, card)
     log(f"wrote {weights_path} (recon_accuracy {metrics['recon_accuracy']:.4f})")

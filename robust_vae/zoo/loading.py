@@ -78,15 +78,20 @@ def load_model(
 ) -> LatentVAE:
     """A shipped VAE (``vae``, ``vae-wd``, ``jointvae``, ...), verified and in ``eval()`` mode.
 
-    The card's config fixes the architecture, including the image size and channels."""
-    family_class = get_family(name)
-    card = find_card(name, dataset, seed)
+    The card's config fixes the architecture, including the image size and channels; a named
+    variant (``betavae-b8``: trained with ``robust-vae train --name``) is built as its card's family."""
+    try:
+        card = find_card(name, dataset, seed)
+    except ZooError:
+        get_family(name)  # neither a card nor a family: the error lists the families
+        raise
+    family_class = get_family(str(card.data.get("family", name)))
     _check_dataset(card, dataset)
     config_class = family_class.config_class
     if card.data.get("config_class") != config_class.__name__:
         raise ZooError(
             f"card {card.path} was written for {card.data.get('config_class')}, "
-            f"the family {name!r} uses {config_class.__name__}: retrain it"
+            f"the family {card.data.get('family', name)!r} uses {config_class.__name__}: retrain it"
         )
     config = config_class.from_dict(card.data["config"])
     model = family_class(config)
