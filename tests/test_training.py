@@ -35,7 +35,7 @@ def zoo_env(small_zoo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _train(out: Path, **kwargs):  # type: ignore[no-untyped-def]
     logs: list[str] = []
-    result = train_vae("vae", "mnist", seed=kwargs.pop("seed", 3), steps=STEPS, out_dir=out,
+    result = train_vae("vae", "mnist", seed=kwargs.pop("seed", 3), steps=kwargs.pop("steps_override", STEPS), out_dir=out,
                        checkpoint_every=EVERY, progress=False, log=logs.append, **kwargs)
     return result, logs
 
@@ -105,6 +105,31 @@ def test_a_named_variant_gets_its_own_card_and_loads_as_its_family(
                       log=lambda _: None, **kwargs)  # type: ignore[arg-type]
         assert "\n" not in str(error.value)
     assert not (tmp_path / "x").exists()
+
+
+def test_snapshots_are_zoo_entries_and_change_nothing(zoo_env: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with snapshots ends bit for bit where one without does (the evaluation's random
+    draws do not leak into training), and its step-20 snapshot is exactly a 20-step run."""
+    from robust_vae.zoo import load_model
+
+    def weights(path: Path) -> dict[str, torch.Tensor]:
+        return load_file(str(path))
+
+    monkeypatch.setenv("ROBUST_VAE_CACHE", str(tmp_path / "cache-a"))
+    _train(zoo_env / "mnist", seed=7, snapshot_every=20)
+    card = json.loads((zoo_env / "mnist" / "vae-step20-seed7.json").read_text())
+    assert (card["name"], card["steps"], card["snapshot_of"], card["snapshot_step"]) == ("vae-step20", 20, "vae", 20)
+    assert "recon_accuracy" in card["metrics"]
+    assert load_model("vae-step20", "mnist", seed=7).family == "vae"
+    monkeypatch.setenv("ROBUST_VAE_CACHE", str(tmp_path / "cache-b"))
+    _train(tmp_path / "plain", seed=7)
+    with_snapshots, plain = weights(zoo_env / "mnist" / "vae-seed7.safetensors"), weights(tmp_path / "plain" / "vae-seed7.safetensors")
+    assert all(torch.equal(with_snapshots[k], plain[k]) for k in plain)
+    result, _ = _train(tmp_path / "short", seed=7, steps_override=20)
+    assert result is not None
+    short, snap = weights(tmp_path / "short" / "vae-seed7.safetensors"), weights(zoo_env / "mnist" / "vae-step20-seed7.safetensors")
+    assert all(torch.equal(short[k], snap[k]) for k in short)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(

@@ -34,6 +34,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weight-decay", type=float, default=None, help="override Adam weight decay")
     p.add_argument("--checkpoint-every", type=positive_int, default=2000)
+    p.add_argument("--snapshot-every", type=positive_int, default=None, metavar="N",
+                   help="also write the weights every N steps as zoo entries NAME-stepK (to score a run along its way)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="replace one config value of the family, e.g. --set beta=8 (repeatable; needs --name)")
     p.add_argument("--name", default=None,
@@ -57,7 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_vae(args.model, args.dataset, seed=args.seed, steps=args.steps, out_dir=args.out,
                        device=args.device, data_dir=args.data_dir,
                        checkpoint_every=args.checkpoint_every, overrides=overrides,
-                       dataset_options=dataset_options(args), name=args.name, settings=parse_overrides(args.set))
+                       dataset_options=dataset_options(args), name=args.name, settings=parse_overrides(args.set),
+                       snapshot_every=args.snapshot_every)
     assert result is not None
     metrics = result.card.data["metrics"]
     print(json.dumps({"weights": str(result.card.weights_path), "metrics": metrics}, indent=2))

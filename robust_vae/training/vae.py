@@ -233,11 +233,15 @@ class _Run:
         )
 
     def train(self, images: torch.Tensor, checkpoint_every: int, progress: bool, stop_after: int | None,
-              labels: torch.Tensor | None = None) -> bool:
+              labels: torch.Tensor | None = None, snapshot_every: int | None = None,
+              snapshot: Callable[[int], None] | None = None) -> bool:
         """Step until the schedule ends (True) or ``stop_after`` steps of this call (False).
 
         ``labels`` (N,) int64: the images' classes, for a family that ``needs_labels`` (None
         for the others: the batch order and every random draw are the same either way).
+        ``snapshot(step)`` is called at every multiple of ``snapshot_every`` before the end
+        (the final weights are the run's own); it must leave the model, the optimiser and the
+        RNG as it found them, so a run with snapshots ends exactly where one without does.
         """
         config, model = self.config, self.model
         model.train()
@@ -263,6 +267,11 @@ class _Run:
                 self.elapsed += time.perf_counter() - started
                 started = time.perf_counter()
                 self.save()
+            if snapshot is not None and snapshot_every and self.step % snapshot_every == 0 and self.step < config.steps:
+                self.elapsed += time.perf_counter() - started
+                snapshot(self.step)
+                model.train()
+                started = time.perf_counter()
             if stop_after is not None and steps_this_call >= stop_after and self.step < config.steps:
                 self.elapsed += time.perf_counter() - started
                 self.save()
@@ -317,6 +326,7 @@ def train_vae(
     dataset_options: dict[str, OptionValue] | None = None,
     name: str | None = None,
     settings: dict[str, Any] | None = None,
+    snapshot_every: int | None = None,
 ) -> TrainResult | None:
     """Train one family with the config's schedule; resume from the cache if a checkpoint exists.
 
@@ -324,6 +334,9 @@ def train_vae(
     are a one-line error) and then need ``name``, the variant's zoo name (``betavae-b8``), so
     that a variant never overwrites the family's own weights; the checkpoint cache, the card and
     its command record both. ``overrides`` are the same without that rule (``weight_decay``).
+    ``snapshot_every`` also writes the weights every that many steps as zoo entries of their own,
+    ``<name>-step<k>`` (card with the test metrics, ``snapshot_of`` and ``snapshot_step``), so a
+    pilot can score a run along its way (``robust-vae disentanglement --model vae-step10000``).
 
     ``stop_after`` ends the run early after that many steps of this call (for tests of resume);
     it then returns None without writing final weights. ``dataset_options`` are the dataset's
@@ -360,17 +373,34 @@ def train_vae(
     run.resume(device, log)
     resumed_from = run.step
     labels = train.labels.to(device) if model.needs_labels else None
-    if not run.train(train.images.to(device), checkpoint_every, progress, stop_after, labels):
+    evaluation: dict[str, Any] = {}
+
+    def write(step: int, stem_name: str, extra: dict[str, Any]) -> Card:
+        """Evaluate the model as it is now and write it with its card (RNG state kept)."""
+        rng = torch.get_rng_state()  # building the classifier draws its initial weights: keep training's stream
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        if not evaluation:
+            evaluation["classifier"] = load_classifier_with_card(dataset, device, image_shape=model.image_shape)
+            evaluation["test"] = load_dataset(dataset, "test", data_dir, **(dataset_options or {}))
+        classifier, classifier_card = evaluation["classifier"]
+        model.eval()
+        metrics = evaluate_vae(model, evaluation["test"], classifier, step=step)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        weights_path = out_dir / f"{model_stem(stem_name, seed)}.safetensors"
+        card = run.card(metrics, device) | {"recon_classifier_sha256": classifier_card.data["sha256"]} | extra
+        saved = save_weights(model, weights_path, card)
+        log(f"wrote {weights_path} (recon_accuracy {metrics['recon_accuracy']:.4f})")
+        return saved
+
+    def snapshot(step: int) -> None:
+        write(step, f"{name or family}-step{step}",
+              {"name": f"{name or family}-step{step}", "steps": step, "snapshot_of": name or family, "snapshot_step": step})
+
+    if not run.train(train.images.to(device), checkpoint_every, progress, stop_after, labels,
+                     snapshot_every=snapshot_every, snapshot=snapshot):
         return None
     if resumed_from == config.steps:
         log(f"{family} seed {seed}: training already complete at step {run.step}; writing card")
-
-    model.eval()
-    classifier, classifier_card = load_classifier_with_card(dataset, device, image_shape=model.image_shape)
-    test = load_dataset(dataset, "test", data_dir, **(dataset_options or {}))
-    metrics = evaluate_vae(model, test, classifier, step=config.steps)
-    weights_path = out_dir / f"{model_stem(name or family, seed)}.safetensors"
-    card = run.card(metrics, device) | {"recon_classifier_sha256": classifier_card.data["sha256"]}
-    saved = save_weights(model, weights_path, card)
-    log(f"wrote {weights_path} (recon_accuracy {metrics['recon_accuracy']:.4f})")
-    return TrainResult(saved, resumed_from)
+    return TrainResult(write(config.steps, name or family, {}), resumed_from)
