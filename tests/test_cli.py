@@ -14,6 +14,7 @@ import pytest
 SCRIPT = Path(sys.executable).parent / "robust-vae"
 COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "robust_vae.cli.app"]
 SUMMARY_KEYS = {"name", "dataset", "family", "seed", "path", "metrics"}
+OPTIONAL_SUMMARY_KEYS = {"disentanglement", "below_floor", "notes"}
 
 
 def robust_vae(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,7 +55,10 @@ def test_models_json_lists_the_classifier(tmp_path: Path) -> None:
     assert Path(entry["path"]).is_absolute() and Path(entry["path"]).is_file()
     assert Path(entry["path"]).name == "classifier.safetensors"
     assert entry["metrics"]["test_accuracy"] >= 0.985
-    assert all(set(e) == SUMMARY_KEYS and e["dataset"] == "mnist" for e in entries)
+    assert all(SUMMARY_KEYS <= set(e) <= SUMMARY_KEYS | OPTIONAL_SUMMARY_KEYS and e["dataset"] == "mnist"
+               for e in entries)
+    # every VAE card on MNIST is judged against its floor (the classifier has none)
+    assert all("below_floor" in e for e in entries if e["family"] != "classifier")
 
 
 def test_models_markdown_has_one_row_per_card(tmp_path: Path) -> None:
@@ -66,6 +70,33 @@ def test_models_markdown_has_one_row_per_card(tmp_path: Path) -> None:
     classifier_row = next(row for row in rows if row.startswith("| `classifier`"))
     accuracy = next(e for e in listed if e["name"] == "classifier")["metrics"]["test_accuracy"]
     assert classifier_row.rstrip(" |").endswith(f"{accuracy:.4f}")
+
+
+def test_models_note_is_listed_under_the_markdown_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A card below its floor is marked in the table, and its note is the footnote's reason."""
+    import shutil
+
+    from robust_vae.zoo import SHIPPED_MODELS
+    folder = tmp_path / "models" / "mnist"
+    folder.mkdir(parents=True)
+    for suffix in (".json", ".safetensors"):
+        shutil.copyfile(SHIPPED_MODELS / "mnist" / f"vae-seed0{suffix}", folder / f"vae-seed0{suffix}")
+    card = json.loads((folder / "vae-seed0.json").read_text())
+    card["metrics"]["recon_accuracy"] = 0.5  # under the 0.86 floor
+    (folder / "vae-seed0.json").write_text(json.dumps(card))
+    monkeypatch.setenv("ROBUST_VAE_MODELS", str(folder.parent))
+    noted = robust_vae("models", "--dataset", "mnist", "--note", "vae", "0", "the decoder ignores z")
+    assert noted.returncode == 0, noted.stderr
+    result = robust_vae("models", "--dataset", "mnist", "--markdown")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| `vae`"))
+    assert "0.5000†" in row
+    assert result.stdout.rstrip().endswith(
+        "† `vae` seed 0 is below its recon-accuracy floor of 0.86: the decoder ignores z")
+    listed = json.loads(robust_vae("models", "--dataset", "mnist", "--json").stdout)
+    assert listed[0]["below_floor"] is True and listed[0]["notes"] == ["the decoder ignores z"]
+    missing = robust_vae("models", "--note", "vae", "0", "text")
+    assert "--dataset" in assert_one_line_error(missing, "models")
 
 
 def test_unknown_family_is_one_line_exit_2() -> None:

@@ -6,8 +6,10 @@ import argparse
 import json
 from typing import Any
 
+from robust_vae.core.errors import ConfigError
+from robust_vae.data import dataset_source
 from robust_vae.report.tables import markdown_table
-from robust_vae.zoo import Card, list_cards
+from robust_vae.zoo import Card, add_note, find_card, list_cards, recon_accuracy_floor
 
 
 def add_parser(sub: Any) -> None:
@@ -16,10 +18,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dataset", default=None, help="only this dataset")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's zoo table)")
+    p.add_argument("--note", nargs=3, metavar=("MODEL", "SEED", "TEXT"), default=None,
+                   help="record a one-line note in the card of MODEL (seed SEED) of --dataset, e.g. why it misses "
+                        "its reconstruction floor; listed with the model")
     p.set_defaults(handler=cmd_models)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.note is not None:
+        return note_model(args.dataset, *args.note)
     cards = list_cards(args.dataset)
     if args.json:
         print(json.dumps([card.summary() for card in cards], indent=2))
@@ -37,9 +44,26 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"{k}={v:.4f}" for k, v in [*s["metrics"].items(), *disentanglement_listing(card)] if isinstance(v, float)
         )
         seed = "-" if s["seed"] is None else str(s["seed"])
-        print(f"{s['name']:<18}{s['dataset']:<15}{seed:<6}{metrics}")
+        mark = f"  {BELOW_FLOOR_MARK} below its recon-accuracy floor" if card.below_floor else ""
+        print(f"{s['name']:<18}{s['dataset']:<15}{seed:<6}{metrics}{mark}")
     return 0
 
+
+def note_model(dataset: str | None, name: str, seed: str, text: str) -> int:
+    """``--note``: append ``text`` to the card of ``name`` (seed ``seed``) of ``dataset``."""
+    if dataset is None:
+        raise ConfigError("--note needs --dataset (the dataset of the model whose card gets the note)")
+    dataset_source(dataset)
+    try:
+        model_seed = int(seed)
+    except ValueError:
+        raise ConfigError(f"--note: the seed must be an integer, got {seed!r}") from None
+    card = add_note(find_card(name, dataset, model_seed), text)
+    print(f"{card.path}: {len(card.notes)} note(s)")
+    return 0
+
+
+BELOW_FLOOR_MARK = "†"
 
 MARKDOWN_METRICS = (("recon_accuracy", "recon acc."), ("recon_bce", "recon BCE"),
                     ("kl_gaussian", "KL Gaussian"), ("kl_categorical", "KL categorical"),
@@ -67,11 +91,26 @@ def models_markdown(cards: list[Card]) -> str:
         s = card.summary()
         values = [f"{s['metrics'][k]:.4f}" if isinstance(s["metrics"].get(k), float) else "–"
                   for k, _ in MARKDOWN_METRICS]
+        if card.below_floor:
+            values[0] += BELOW_FLOOR_MARK
         scores = card.disentanglement_scores
         values += [f"{scores[k]:.4f}" if k in scores else "–" for k, _ in columns]
         seed = "–" if s["seed"] is None else str(s["seed"])
         steps = card.data.get("steps") or card.data.get("training", {}).get("steps", "–")
         rows.append([f"`{s['name']}`", s["dataset"], seed, str(steps), *values])
-    return markdown_table(header, rows, align="llrr" + "r" * (len(MARKDOWN_METRICS) + len(columns)))
+    table = markdown_table(header, rows, align="llrr" + "r" * (len(MARKDOWN_METRICS) + len(columns)))
+    return table + "".join(f"\n\n{line}" for line in floor_footnotes(cards))
+
+
+def floor_footnotes(cards: list[Card]) -> list[str]:
+    """One line per card below its reconstruction floor: the floor and the card's notes."""
+    lines = []
+    for card in cards:
+        if card.below_floor:
+            floor = recon_accuracy_floor(str(card.data["family"]), str(card.data["dataset"]))
+            seed = "" if card.seed is None else f" seed {card.seed}"
+            reason = " ".join(card.notes) or "no note recorded in its card"
+            lines.append(f"{BELOW_FLOOR_MARK} `{card.name}`{seed} is below its recon-accuracy floor of {floor}: {reason}")
+    return lines
 
 

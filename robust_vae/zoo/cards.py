@@ -31,6 +31,17 @@ def models_root() -> Path:
     return Path(os.environ.get(MODELS_ENV) or SHIPPED_MODELS)
 
 
+# The reconstruction-accuracy floors of issue "Families" (fraction of reconstructions the
+# evaluation classifier labels as their source): a card below its floor is listed with a mark.
+RECON_ACCURACY_FLOORS: dict[str, dict[str, float]] = {"mnist": {"ae": 0.95, "*": 0.86}}
+
+
+def recon_accuracy_floor(family: str, dataset: str) -> float | None:
+    """The floor for ``family`` on ``dataset`` (None where the project sets none)."""
+    floors = RECON_ACCURACY_FLOORS.get(dataset, {})
+    return floors.get(family, floors.get("*"))
+
+
 def model_stem(name: str, seed: int | None) -> str:
     """File stem of a zoo entry: ``classifier`` or ``<family>-seed<S>``."""
     return name if seed is None else f"{name}-seed{seed}"
@@ -64,7 +75,25 @@ class Card:
             "seed": self.data.get("seed"),
             "path": str(self.weights_path),
             "metrics": self.data.get("metrics", {}),
-        } | ({"disentanglement": self.disentanglement_scores} if self.disentanglement_scores else {})
+        } | ({"disentanglement": self.disentanglement_scores} if self.disentanglement_scores else {}) \
+          | ({"below_floor": self.below_floor} if self.below_floor is not None else {}) \
+          | ({"notes": self.notes} if self.notes else {})
+
+    @property
+    def notes(self) -> list[str]:
+        """Free-text notes recorded with :func:`add_note` (e.g. why a model misses its floor)."""
+        notes = self.data.get("notes")
+        return [str(n) for n in notes] if isinstance(notes, list) else []
+
+    @property
+    def below_floor(self) -> bool | None:
+        """Whether ``recon_accuracy`` is under the floor for its family and dataset (None: no
+        floor or no accuracy recorded)."""
+        accuracy = self.data.get("metrics", {}).get("recon_accuracy")
+        floor = recon_accuracy_floor(str(self.data["family"]), str(self.data["dataset"]))
+        if floor is None or not isinstance(accuracy, (int, float)):
+            return None
+        return float(accuracy) < floor
 
     @property
     def disentanglement_scores(self) -> dict[str, float]:
@@ -112,6 +141,15 @@ def update_card(card: Card, **fields: Any) -> Card:
     finally:
         tmp.unlink(missing_ok=True)
     return Card(card.path, data)
+
+
+def add_note(card: Card, note: str) -> Card:
+    """Append ``note`` (one line of prose) to the card's ``notes``; a note already there is kept once."""
+    note = " ".join(note.split())
+    if not note:
+        raise ZooError("a card note must not be empty")
+    notes = card.notes
+    return update_card(card, notes=notes if note in notes else [*notes, note])
 
 
 def read_card(card_path: Path) -> Card:
