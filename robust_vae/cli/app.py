@@ -17,6 +17,7 @@ from robust_vae.cli import (
     attack,
     classifier_robustness,
     compare,
+    convergence,
     datasets,
     disentanglement,
     evaluate,
@@ -32,7 +33,7 @@ from robust_vae.core.errors import RobustVAEError
 from robust_vae.core.paths import default_cache_dir
 
 # in the order of `robust-vae --help`
-COMMANDS: tuple[Any, ...] = (models, datasets, train, evaluate, disentanglement, traverse, attack, robustness, report,
+COMMANDS: tuple[Any, ...] = (models, datasets, train, evaluate, disentanglement, convergence, traverse, attack, robustness, report,
                              compare, study, classifier_robustness)
 
 
