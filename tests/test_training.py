@@ -107,6 +107,51 @@ def test_a_named_variant_gets_its_own_card_and_loads_as_its_family(
     assert not (tmp_path / "x").exists()
 
 
+def test_recon_scale_weights_the_reconstruction_in_training_only(
+    zoo_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``recon_scale`` multiplies the reconstruction in the objective (a β-VAE with scale 4 and β = 4
+    has 4× the gradient of one with scale 1 and β = 1), is recorded in the card and its command, and leaves the checkpoint folder of a default
+    config where it was before the field existed."""
+    from robust_vae.training.vae import LATER_FIELDS, config_digest
+    from robust_vae.zoo import load_model
+
+    family = get_family("betavae")
+    config = family.config_class(steps=STEPS).to_dict()
+    old = {k: v for k, v in config.items() if k not in LATER_FIELDS}
+    legacy = training.default_cache_dir() / "checkpoints" / "mnist" / (
+        "betavae-seed0-" + config_digest({"family": "betavae", "dataset": "mnist", "seed": 0, "config": old}))
+    assert checkpoint_dir("betavae", "mnist", 0, config) == legacy
+    assert checkpoint_dir("betavae", "mnist", 0, config | {"recon_scale": 4.0}) != legacy
+
+    model = family(family.config_class(recon_scale=4.0, beta=4.0))
+    terms = {"recon": torch.tensor(10.0), "kl_z": torch.tensor(2.0), "kl_c": torch.tensor(0.5)}
+    assert model.objective(model.weighted_terms(terms), 0, 1).item() == pytest.approx(4 * 10 + 4 * 2.5)
+    plain = family(family.config_class())
+    assert plain.weighted_terms(terms) is terms
+
+    monkeypatch.setenv("ROBUST_VAE_CACHE", str(tmp_path / "cache"))
+    out = zoo_env / "mnist"
+    result = train_vae("betavae", "mnist", seed=2, steps=20, out_dir=out, checkpoint_every=EVERY, progress=False,
+                       log=lambda _: None, name="betavae-s4", settings={"beta": 4.0}, overrides={"recon_scale": 4.0})
+    assert result is not None
+    card = json.loads((out / "betavae-s4-seed2.json").read_text())
+    assert card["config"]["recon_scale"] == 4.0
+    assert "--recon-scale 4" in card["training"]["command"] and "×4" in card["training"]["likelihood"]
+    # the gradient of (scale 4, β = 4) is 4 × that of (scale 1, β = 1) on the same batch and noise
+    images = torch.rand(8, 1, 32, 32)
+    grads = {}
+    for scale, beta in ((4.0, 4.0), (1.0, 1.0)):
+        torch.manual_seed(0)
+        net = family(family.config_class(recon_scale=scale, beta=beta))
+        torch.manual_seed(1)
+        net.objective(net.weighted_terms(net.batch_terms(images)), 0, 1).backward()  # type: ignore[no-untyped-call]
+        grads[scale] = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    for scaled, unscaled in zip(grads[4.0], grads[1.0], strict=True):
+        assert torch.allclose(scaled, 4 * unscaled, rtol=1e-4, atol=1e-7)
+    assert load_model("betavae-s4", "mnist", seed=2).config.recon_scale == 4.0  # type: ignore[attr-defined]
+
+
 def test_snapshots_are_zoo_entries_and_change_nothing(zoo_env: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A run with snapshots ends bit for bit where one without does (the evaluation's random

@@ -133,7 +133,7 @@ def evaluate_vae(
             if name not in ("recon", "kl_z", "kl_c"):
                 family_sums[name] = family_sums.get(name, 0.0) + float(value) * rows
         sums["elbo"] -= (terms["recon"] + terms["kl_z"] + terms["kl_c"]).item() * rows
-        sums["objective"] += model.objective(terms, total_steps, total_steps).item() * rows
+        sums["objective"] += model.objective(model.weighted_terms(terms), total_steps, total_steps).item() * rows
         if classifier is not None:
             sums["correct"] += (classifier(recon).argmax(-1) == y).sum().item()
     torch.set_rng_state(generator_state)
@@ -172,9 +172,15 @@ def check_variant(family: str, config_class: type, settings: dict[str, Any], nam
         raise ConfigError(f"--name {name!r}: use lower-case letters, digits, '.' and '-' (it becomes a file name)")
 
 
+LATER_FIELDS: dict[str, Any] = {"recon_scale": 1.0}  # config fields added later, with their defaults
+
+
 def checkpoint_dir(family: str, dataset: str, seed: int, config: dict[str, Any],
                    dataset_options: dict[str, OptionValue] | None = None) -> Path:
     """The cache folder of one run's resume state (dataset options only enter the digest when set)."""
+    # a config field added after zoo models were trained enters the digest only when it differs
+    # from its default, so their checkpoints keep their folders
+    config = {key: value for key, value in config.items() if not (key in LATER_FIELDS and value == LATER_FIELDS[key])}
     payload: dict[str, Any] = {"family": family, "dataset": dataset, "seed": seed, "config": config}
     options = {key: value for key, value in (dataset_options or {}).items() if value is not None}
     if options:
@@ -254,7 +260,7 @@ class _Run:
         while self.step < config.steps:
             index = self.stream.next().to(images.device)
             terms = model.batch_terms(images[index], None if labels is None else labels[index])
-            loss = model.objective(terms, self.step, config.steps)
+            loss = model.objective(model.weighted_terms(terms), self.step, config.steps)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
@@ -297,11 +303,13 @@ class _Run:
                 "lr": config.lr,
                 "batch_size": config.batch_size,
                 "weight_decay": config.weight_decay,
-                "likelihood": self.model.likelihood,
+                "likelihood": self.model.likelihood + (f"; weighted ×{config.recon_scale:g} in the objective"
+                                                        if config.recon_scale != 1.0 else ""),
                 "device": str(device),
                 "wall_seconds": round(self.elapsed, 1),
                 "command": f"robust-vae train --model {self.family} --dataset {self.dataset} --seed {self.seed} "
                            f"--steps {config.steps}" + dataset_option_flags(self.dataset_options)
+                           + (f" --recon-scale {config.recon_scale:g}" if config.recon_scale != 1.0 else "")
                            + "".join(f" --set {key}={value}" for key, value in self.settings.items())
                            + (f" --name {self.name}" if self.name and self.name != self.family else ""),
             },
