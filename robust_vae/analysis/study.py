@@ -12,7 +12,9 @@ with the resumable ``robust-vae attack`` code, then writes, next to the study fi
   with ``[attack_strength]``, under each other recipe at its seed;
 - ``attacks.{csv,tex,md}`` and ``attacks-comparisons.{csv,tex,md}``: each model under each
   recipe, ranked, and every recipe against the baseline recipe;
-- ``figures/*.png`` (marginal bars with intervals per model; attacks) and ``results.md``.
+- ``figures/*.png`` (marginal bars with intervals per model; attacks) and ``results.md``;
+- with ``[analysis]``, ``analysis/``: the models frame, correlation tables of disentanglement
+  against robustness, scatter plots and the β effect (:mod:`robust_vae.analysis.study_analysis`).
 
 A run whose folder holds a finished run of the same configuration is reused; a partial one
 resumes; a model not in the zoo or a recipe not in ``attacks/`` is skipped with a message.
@@ -51,6 +53,12 @@ The study file (TOML)::
     seed = 0
     recipes = ["thesis", "thesis-accumulate"]
     baseline = "thesis"
+
+    [analysis]                # optional: does disentanglement predict robustness? (README table)
+    disentanglement = ["mig", "dci_disentanglement"]   # card scores (default: the headline six)
+    robustness = ["thesis:as_target", "tabacof:auddc"] # <recipe>:<metric> or robustness:<column>
+    control = "recon_bce"     # card metric of the partial correlation
+    beta_line = "betavae"     # optional: the family whose β effect is tabulated
 """
 
 from __future__ import annotations
@@ -75,6 +83,8 @@ from robust_vae.analysis.comparison import (
     group_marginals,
     save_comparisons,
 )
+from robust_vae.analysis.models_frame import ModelRow, card_folder, models_frame
+from robust_vae.analysis.study_analysis import Analysis, read_analysis, write_analysis
 from robust_vae.attacks import is_recipe, read_recipe
 from robust_vae.core.errors import ConfigError, RobustVAEError, ZooError
 from robust_vae.evaluation.run_config import RunConfig
@@ -94,7 +104,7 @@ from robust_vae.report.tables import latex_escape, latex_table, markdown_table
 
 STUDY_KEYS = {"name", "description", "dataset", "per_pair", "seed", "batch_size", "main_recipe",
               "bootstrap", "bootstrap_seed", "permutations", "runs_dir", "set"}
-SECTIONS = {"study", "runs", "marginals", "figures", "comparisons", "attack_strength"}
+SECTIONS = {"study", "runs", "marginals", "figures", "comparisons", "attack_strength", "analysis"}
 
 
 # ----------------------------------------------------------------------------- the study file
@@ -144,6 +154,7 @@ class Study:
     description: str = ""
     command: str = ""  # the command line that makes this study's files (for results.md)
     raw: dict[str, Any] = field(default_factory=dict)
+    analysis: Analysis | None = None  # the [analysis] table, if any
 
     @property
     def runs_dir(self) -> Path:
@@ -268,11 +279,16 @@ def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[st
             "baseline": strength.get("baseline", main_recipe),
             "compare_models": bool(strength.get("compare_models", True)),
         }
+    analysis = None
+    if "analysis" in raw:
+        analysis = read_analysis(raw["analysis"], where, recipes=sorted({s.recipe for s in specs.values()}),
+                                 models=[s.name for s in specs.values()], main_recipe=main_recipe,
+                                 bootstrap=numbers["bootstrap"])
     return Study(path=path, out_dir=out, dataset=str(head.get("dataset", "mnist")), per_pair=per_pair_value,
                  main_recipe=main_recipe, overrides=set_values, runs=list(specs.values()),
                  marginal_models=marginal_models, figure_models=figure_models, comparisons=comparisons,
                  attack_strength=strength, name=str(head.get("name", path.parent.name)),
-                 description=str(head.get("description", "")), raw=raw, **numbers)
+                 description=str(head.get("description", "")), raw=raw, analysis=analysis, **numbers)
 
 
 # ----------------------------------------------------------------------------- run status
@@ -446,10 +462,34 @@ def report(study: Study, statuses: Sequence[RunStatus], log: Any = print) -> dic
     _report_comparisons(rep)
     if study.attack_strength:
         _report_attack_strength(rep, study.attack_strength)
+    if study.analysis is not None:
+        _report_analysis(rep, study.analysis, done)
     results = results_markdown(study, statuses, rep.parts)
     rep.write("results.md", results)
     rep.parts["results_md"] = results
     return rep.parts
+
+
+def study_models(study: Study, analysis: Analysis) -> list[ModelRow]:
+    """The rows of the study's models frame: each (model name, seed) of its runs, in file order,
+    restricted to ``analysis.models`` when it names some."""
+    rows = dict.fromkeys(ModelRow(s.name, s.model, s.seed) for s in study.runs)
+    return [row for row in rows if not analysis.models or row.name in analysis.models]
+
+
+def _report_analysis(rep: _Report, analysis: Analysis, done: dict[tuple[str, int, str], RunSpec]) -> None:
+    """analysis/: the models frame, correlation and β-effect tables, scatter plots."""
+    study = rep.study
+    template = analysis.robustness_cards
+    cards = None if template is None else (lambda row: card_folder(template, study.out_dir, row, study.dataset))
+    models = models_frame(study_models(study, analysis), study.dataset,
+                          [*([analysis.control] if analysis.control else []), *analysis.disentanglement],
+                          analysis.robustness, {key: spec.folder for key, spec in done.items()}, cards)
+    made = write_analysis(analysis, models, study.out_dir, study.bootstrap_seed)
+    for path in made.written:
+        rep.note(path)
+    rep.parts["analysis"] = made
+    rep.parts["analysis_md"] = made.markdown
 
 
 def _report_marginals(rep: _Report, intervals: dict[str, pd.DataFrame]) -> None:
@@ -747,6 +787,7 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
         ("Attack strength", "attacks_md"),
         (None, "ordering"),
         ("Attacks against the baseline recipe", "attack_comparisons_md"),
+        ("Does disentanglement predict robustness?", "analysis_md"),
     ]
     for title, key in sections:
         if parts.get(key):

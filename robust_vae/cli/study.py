@@ -28,7 +28,8 @@ def add_parser(sub: Any) -> None:
         "study", help="run a study file's missing runs, then write its tables, comparisons and figures",
         description="Make every missing run of a study file (resuming partial ones, skipping models and "
         "recipes that do not exist yet) into <study folder>/runs/<model>-seed<S>/<recipe>/, then write the "
-        "marginals, per-seed, comparison and attack-strength tables, figures and results.md next to it.")
+        "marginals, per-seed, comparison and attack-strength tables, figures and results.md next to it; with an "
+        "[analysis] table also analysis/: does disentanglement predict robustness across its models?")
     add_common(p, dataset=False)
     add_arguments(p)
     p.set_defaults(handler=cmd_study)

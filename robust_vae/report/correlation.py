@@ -262,9 +262,9 @@ def plot_correlation_scatter(frame: pd.DataFrame, x: str, y: str, path: str | Pa
         ax.scatter(solid[x], solid[y], s=40, color=colour, edgecolors="black", linewidths=0.5, label=str(family),
                    zorder=3)
     if annotate:
-        for r in models.itertuples(index=False):
-            ax.annotate(str(getattr(r, model_column)), (getattr(r, x), getattr(r, y)), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points", color="0.3")
+        for name, x_value, y_value in zip(models[model_column], models[x], models[y]):  # any column name
+            ax.annotate(str(name), (x_value, y_value), fontsize=6, xytext=(3, 3), textcoords="offset points",
+                        color="0.3")
     line = (least_squares_fit(models[x].to_numpy(), models[y].to_numpy(), replicates, seed)
             if fit is None or fit is True else (fit if isinstance(fit, LineFit) else None))
     note = ""
