@@ -327,6 +327,20 @@ def test_dry_run_of_runs_not_made_yet_computes_no_fingerprint(
     assert cli_main(["study", str(tmp_path / "study.toml"), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "3 new, 6 skipped" in printed and "model vae-wd seed 1 is not in the zoo yet" in printed
+    assert "(train it: robust-vae train --model vae-wd --dataset mnist --seed 1)" in printed  # a family
+
+
+def test_a_missing_variant_is_told_to_train_with_set_and_name(
+    tmp_path: Path, tiny_zoo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robust_vae.analysis.study import RunSpec, read_study, run_status
+
+    monkeypatch.setenv("ROBUST_VAE_MODELS", str(tiny_zoo))
+    (tmp_path / "study.toml").write_text(TINY_STUDY)
+    study = read_study(tmp_path / "study.toml")
+    status = run_status(study, RunSpec("betavae-b8", 0, "thesis-fast", study.runs_dir / "x"))
+    assert status.state == "skipped"
+    assert "--set KEY=VALUE --name betavae-b8" in status.reason
 
 
 def test_study_runs_resumes_and_writes_its_tables(

@@ -89,6 +89,7 @@ from robust_vae.attacks import is_recipe, read_recipe
 from robust_vae.core.errors import ConfigError, RobustVAEError, ZooError
 from robust_vae.evaluation.run_config import RunConfig
 from robust_vae.evaluation.runner import run_attack
+from robust_vae.models import FAMILIES
 from robust_vae.report.classes import ClassLabels, for_dataset
 from robust_vae.report.success import (
     RATE_LABELS,
@@ -330,8 +331,11 @@ def run_status(study: Study, spec: RunSpec) -> RunStatus:
     try:
         run_config(study, spec).check_available()
     except ZooError:
-        return RunStatus(spec, "skipped", f"model {spec.model} seed {spec.seed} is not in the zoo yet "
-                                          f"(train it: robust-vae train --model {spec.model} --dataset {study.dataset} --seed {spec.seed})")
+        how = (f"robust-vae train --model {spec.model} --dataset {study.dataset} --seed {spec.seed}"
+               if spec.model in FAMILIES else
+               f"a variant: robust-vae train --model FAMILY --dataset {study.dataset} --seed {spec.seed} "
+               f"--set KEY=VALUE --name {spec.model}")
+        return RunStatus(spec, "skipped", f"model {spec.model} seed {spec.seed} is not in the zoo yet (train it: {how})")
     config = spec.folder / "config.json"
     if not config.is_file():  # nothing to compare: the fingerprint (which may train an artefact) can wait
         return RunStatus(spec, "new")
