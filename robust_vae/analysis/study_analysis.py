@@ -33,6 +33,7 @@ from robust_vae.analysis.correlation import TABLE_COLUMNS, beta_effect, bootstra
 from robust_vae.analysis.models_frame import ModelsFrame, check_card_template, check_robustness_metric
 from robust_vae.core.errors import ConfigError
 from robust_vae.report.correlation import correlation_markdown, plot_correlation_scatter, save_correlation_tables
+from robust_vae.report.html import slug
 
 #: the keys of ``[analysis]``
 ANALYSIS_KEYS = ("disentanglement", "robustness", "control", "beta_line", "bootstrap", "models",
@@ -164,10 +165,6 @@ def correlation_rows(models: ModelsFrame, xs: Sequence[str], ys: Sequence[str], 
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
-def _slug(text: str) -> str:
-    return "-".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
-
-
 def write_analysis(analysis: Analysis, models: ModelsFrame, out: Path, seed: int = 0) -> AnalysisReport:
     """Write the files of the module docstring into ``out/analysis/`` from ``models``; bootstrap
     seeded by ``seed``. Returns them and the results.md section (links relative to ``out``)."""
@@ -198,7 +195,7 @@ def write_analysis(analysis: Analysis, models: ModelsFrame, out: Path, seed: int
     headline = xs[0] if xs else None
     if headline is not None:
         for y in ys:
-            path = folder / f"scatter-{_slug(y)}.png"
+            path = folder / f"scatter-{slug(y)}.png"
             try:
                 plot_correlation_scatter(frame, headline, y, path, seed=seed)
             except ConfigError as error:

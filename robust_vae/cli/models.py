@@ -7,9 +7,8 @@ import json
 from typing import Any
 
 from robust_vae.core.errors import ConfigError
-from robust_vae.data import dataset_source
 from robust_vae.report.tables import markdown_table
-from robust_vae.zoo import Card, add_note, find_card, list_cards, recon_accuracy_floor
+from robust_vae.zoo import Card, add_note, find_card, list_cards
 
 
 def add_parser(sub: Any) -> None:
@@ -50,10 +49,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def note_model(dataset: str | None, name: str, seed: str, text: str) -> int:
-    """``--note``: append ``text`` to the card of ``name`` (seed ``seed``) of ``dataset``."""
+    """``--note``: append ``text`` to the card of ``name`` (seed ``seed``) of ``dataset`` (an unknown
+    dataset is named as such by :func:`find_card`)."""
     if dataset is None:
         raise ConfigError("--note needs --dataset (the dataset of the model whose card gets the note)")
-    dataset_source(dataset)
     try:
         model_seed = int(seed)
     except ValueError:
@@ -107,10 +106,10 @@ def floor_footnotes(cards: list[Card]) -> list[str]:
     lines = []
     for card in cards:
         if card.below_floor:
-            floor = recon_accuracy_floor(str(card.data["family"]), str(card.data["dataset"]))
             seed = "" if card.seed is None else f" seed {card.seed}"
             reason = " ".join(card.notes) or "no note recorded in its card"
-            lines.append(f"{BELOW_FLOOR_MARK} `{card.name}`{seed} is below its recon-accuracy floor of {floor}: {reason}")
+            lines.append(f"{BELOW_FLOOR_MARK} `{card.name}`{seed} is below its recon-accuracy floor of "
+                         f"{card.recon_floor}: {reason}")
     return lines
 
 

@@ -86,11 +86,16 @@ class Card:
         return [str(n) for n in notes] if isinstance(notes, list) else []
 
     @property
+    def recon_floor(self) -> float | None:
+        """The ``recon_accuracy`` floor of the card's family on its dataset (None: none set)."""
+        return recon_accuracy_floor(str(self.data["family"]), str(self.data["dataset"]))
+
+    @property
     def below_floor(self) -> bool | None:
-        """Whether ``recon_accuracy`` is under the floor for its family and dataset (None: no
-        floor or no accuracy recorded)."""
+        """Whether ``recon_accuracy`` is under :attr:`recon_floor` (None: no floor or no
+        accuracy recorded)."""
         accuracy = self.data.get("metrics", {}).get("recon_accuracy")
-        floor = recon_accuracy_floor(str(self.data["family"]), str(self.data["dataset"]))
+        floor = self.recon_floor
         if floor is None or not isinstance(accuracy, (int, float)):
             return None
         return float(accuracy) < floor
