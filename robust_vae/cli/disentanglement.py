@@ -41,13 +41,17 @@ def add_parser(sub: Any) -> None:
         "with disentanglement_lib's sample sizes by default. Writes disentanglement.json, disentanglement.md "
         "and disentanglement.tex and records the scores in the model's card (under 'disentanglement').")
     add_common(p, dataset=False)
-    p.add_argument("--dataset", default="dsprites", help="a dataset with ground-truth factors (default: dsprites)")
+    p.add_argument("--dataset", default="dsprites",
+                   help="a dataset with ground-truth factors (default: dsprites), or one with classes only (mnist, "
+                        "fashion-mnist): the class is then the one factor of MIG, SAP, DCI completeness and "
+                        "informativeness and explicitness")
     p.add_argument("--model", required=True, help="zoo name: vae, jointvae, betavae, ...")
     p.add_argument("--seed-model", type=int, default=0, help="which seed of the model (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the factor samples and the metrics (default: 0)")
     p.add_argument("--code", choices=tuple(CODES), default="mean",
                    help="mean: Gaussian means plus the categorical's softmax probabilities (default); "
-                        "gaussian: Gaussian means only")
+                        "gaussian: Gaussian means only; variables: Gaussian means plus the categorical's most "
+                        "probable value as one dimension (one dimension per latent variable)")
     p.add_argument("--num-train", type=positive_int, default=NUM_TRAIN,
                    help=f"train points of every metric (default: {NUM_TRAIN:,}, disentanglement_lib's)")
     p.add_argument("--num-test", type=positive_int, default=NUM_TEST,
@@ -98,7 +102,7 @@ def check_card_writable(path: Path) -> None:
 
 def cmd_disentanglement(args: argparse.Namespace) -> int:
     # every check happens before anything is computed or written
-    source = factor_source(args.dataset)
+    source = factor_source(args.dataset, class_factor=True)
     card = find_card(args.model, source.name, args.seed_model)
     out = writable_folder(args.out or default_out(args))
     if not args.no_card:
@@ -107,7 +111,8 @@ def cmd_disentanglement(args: argparse.Namespace) -> int:
     result = zoo_disentanglement(
         args.model, source.name, args.seed_model, device=args.device, seed=args.seed, code=args.code,
         num_train=args.num_train, num_test=args.num_test, group_size=args.group_size,
-        options={"dci": {"regressor": args.dci_regressor}}, batch_size=args.batch_size, progress=True)
+        options={"dci": {"regressor": args.dci_regressor}}, batch_size=args.batch_size, progress=True,
+        data_dir=getattr(args, "data_dir", None))
     result["command"] = command
     out.mkdir(parents=True, exist_ok=True)
     (out / "disentanglement.json").write_text(json.dumps(result, indent=2) + "\n")

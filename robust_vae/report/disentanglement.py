@@ -90,10 +90,15 @@ def describe(result: Mapping[str, Any]) -> str:
     sha = f", weights sha256 {str(model['sha256'])[:12]}…" if model.get("sha256") else ""
     code = result["code"]
     sample = result["sample"]
-    return (f"`{model['name']}`{seed} on {result['dataset']}{sha}. Code: {code['description']} "
-            f"({code['dims']} dimensions). Metric seed {result['seed']}; MIG, SAP, DCI, modularity and "
-            f"explicitness on one sample of {_count(sample['points'])} codes of uniformly drawn factors, "
-            "the β-VAE and FactorVAE scores on their own interventions.")
+    head = (f"`{model['name']}`{seed} on {result['dataset']}{sha}. Code: {code['description']} "
+            f"({code['dims']} dimensions). Metric seed {result['seed']}; ")
+    if result.get("factors") == "class":
+        left_out = ", ".join(result.get("not_applicable", {}))
+        return head + (f"the class is the only factor: MIG, SAP, DCI completeness and informativeness and "
+                       f"explicitness on {sample['distribution']}. Left out (constant or undefined with one "
+                       f"factor): {left_out}.")
+    return head + (f"MIG, SAP, DCI, modularity and explicitness on one sample of {_count(sample['points'])} codes "
+                   "of uniformly drawn factors, the β-VAE and FactorVAE scores on their own interventions.")
 
 
 def disentanglement_markdown(result: Mapping[str, Any], command: str | None = None) -> str:

@@ -20,6 +20,12 @@ test / eval points, groups of 64 factor vectors). Images are rendered in batches
 of :data:`ENCODE_CHUNK` images that start at fixed positions: an encoder's float arithmetic
 can depend on how many images it sees at once, so this is what makes the codes, and every
 score, independent of ``batch_size``. Everything is deterministic for ``seed``.
+
+A dataset without factors but with classes (MNIST, Fashion-MNIST) is measured with the class
+as its only factor (:func:`measure_class_factor`): MIG, SAP, DCI completeness and
+informativeness and explicitness on a sample of training images; the scores that are
+constant with one factor (DCI disentanglement, modularity) or need rendered interventions
+(the β-VAE and FactorVAE scores) are left out.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from tqdm.auto import tqdm
 from robust_vae.core.errors import ConfigError, DataError
 from robust_vae.core.version import __version__
 from robust_vae.data import DatasetSource, dataset_source
+from robust_vae.data.shape_match import load_dataset_at
 from robust_vae.evaluation.disentanglement.base import FloatArray, IntArray, MetricResult, UniformFactors
 from robust_vae.evaluation.disentanglement.betavae_score import BATCH_SIZE as BETAVAE_GROUP
 from robust_vae.evaluation.disentanglement.common import NUM_TEST, NUM_TRAIN
@@ -54,8 +61,19 @@ CODES = {
     "mean": "posterior means: Gaussian means, then the categorical's probabilities softmax(logits) if the model "
             "has a categorical latent",
     "gaussian": "Gaussian posterior means only (a categorical latent is left out)",
+    "variables": "one dimension per latent variable: the Gaussian means, then the categorical's most probable "
+                 "value (one discrete dimension) if the model has a categorical latent",
 }
 SAMPLE_STREAM = 1  # the fixed-code sample's factors come from numpy default_rng([seed, SAMPLE_STREAM])
+#: the metrics that are defined with one factor (the class of a dataset without factors)
+CLASS_FACTOR_METRICS = ("mig", "sap", "dci", "explicitness")
+#: scores that are constant with one factor, hence left out in that case (why)
+ONE_FACTOR_CONSTANTS = {
+    "dci_disentanglement": "1 for every code: each dimension's importance goes to the one factor",
+    "modularity": "1 for every code: each dimension is informative about at most the one factor",
+    "betavae_score": "needs images rendered with one factor held fixed and the others drawn",
+    "factorvae_score": "needs images rendered with one factor held fixed and the others drawn",
+}
 # the score each metric is known by (the tables' and the zoo's headline), in reading order
 HEADLINE: tuple[tuple[str, str], ...] = (
     ("betavae_score", "betavae_score"), ("factorvae_score", "factorvae_score"), ("mig", "mig"), ("sap", "sap"),
@@ -65,10 +83,13 @@ HEADLINE: tuple[tuple[str, str], ...] = (
 
 
 def code_dimensions(model: LatentVAE, code: str) -> list[str]:
-    """Names of the code's dimensions: ``z0 ..`` (Gaussian means), then ``c0 ..`` (probabilities)."""
+    """Names of the code's dimensions: ``z0 ..`` (Gaussian means), then ``c0 ..`` (probabilities) or
+    ``c`` (the categorical's most probable value, code ``variables``)."""
     names = [f"z{j}" for j in range(model.config.latent_dim)]
     if code == "mean":
         names += [f"c{k}" for k in range(model.config.categorical_dim)]
+    elif code == "variables" and model.config.categorical_dim:
+        names.append("c")
     return names
 
 
@@ -78,18 +99,29 @@ def describe_code(model: LatentVAE, code: str) -> str:
     text = f"the {model.config.latent_dim} Gaussian posterior means"
     if code == "mean" and model.config.categorical_dim:
         text += f" and the {model.config.categorical_dim} probabilities softmax(logits) of the categorical latent"
+    elif code == "variables" and model.config.categorical_dim:
+        text += f" and the most probable value (of {model.config.categorical_dim}) of the categorical latent"
     elif model.config.categorical_dim:
         text += " (the categorical latent left out)"
     return text
 
 
-def factor_source(dataset: str) -> DatasetSource:
-    """The registered dataset ``dataset`` if it has ground-truth factors, else a one-line error."""
+def factor_source(dataset: str, *, class_factor: bool = False) -> DatasetSource:
+    """The registered dataset ``dataset`` if it has ground-truth factors (or, with ``class_factor``,
+    at least classes: the class is then the one factor), else a one-line error."""
     source = dataset_source(dataset)
-    if not source.factor_sizes:
-        raise DataError(f"{source.name} has no ground-truth factors, so its disentanglement cannot be measured: "
-                        "use a dataset with factors (dsprites)")
-    return source
+    if source.factor_sizes or class_factor and source.num_classes:
+        return source
+    hint = "" if class_factor or not source.num_classes else (
+        f"; its class ({source.class_noun}) can serve as the one factor of MIG, SAP, DCI completeness and "
+        "explicitness: `robust-vae disentanglement --dataset " + source.name + "`")
+    raise DataError(f"{source.name} has no ground-truth factors, so its disentanglement cannot be measured with "
+                    f"the factor metrics: use a dataset with factors (dsprites){hint}")
+
+
+def uses_class_factor(source: DatasetSource) -> bool:
+    """Whether ``source``'s disentanglement is measured with its class as the only factor."""
+    return not source.factor_sizes
 
 
 @dataclass
@@ -132,6 +164,9 @@ class ModelSampler:
             params = self.model.encode(images[start:start + ENCODE_CHUNK])
             if self.code == "mean" and params.logits is not None:
                 parts.append(torch.cat([params.mean, F.softmax(params.logits, dim=-1)], dim=-1))
+            elif self.code == "variables" and params.logits is not None:
+                value = params.logits.argmax(dim=-1, keepdim=True).to(params.mean.dtype)
+                parts.append(torch.cat([params.mean, value], dim=-1))
             else:
                 parts.append(params.mean)
         return torch.cat(parts)
@@ -139,17 +174,26 @@ class ModelSampler:
     def represent(self, factors: IntArray) -> FloatArray:
         """Render ``factors (n, F)`` and return the model's codes ``(n, D)`` as float64."""
         rows = np.ascontiguousarray(factors, dtype=np.int64)
+        return self._codes(rows.shape[0], lambda start, stop: self.render(torch.from_numpy(rows[start:stop])))
+
+    def represent_images(self, images: torch.Tensor) -> FloatArray:
+        """The model's codes ``(n, D)`` (float64) of given ``images (n, C, H, W)`` (a dataset without
+        factors, whose class is the one factor)."""
+        return self._codes(images.shape[0], lambda start, stop: images[start:stop].to(self.device, torch.float32))
+
+    def _codes(self, n: int, batch: Callable[[int, int], torch.Tensor]) -> FloatArray:
+        """Codes of ``n`` images, ``batch(start, stop)`` giving ``batch_size`` of them at a time."""
         out: list[FloatArray] = []
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                for start in range(0, rows.shape[0], self.batch_size):
-                    batch = torch.from_numpy(rows[start:start + self.batch_size])
-                    out.append(self.encode(self.render(batch)).double().cpu().numpy())
-                    self.images_encoded += batch.shape[0]
+                for start in range(0, n, self.batch_size):
+                    stop = min(n, start + self.batch_size)
+                    out.append(self.encode(batch(start, stop)).double().cpu().numpy())
+                    self.images_encoded += stop - start
                     if self.on_images is not None:
-                        self.on_images(batch.shape[0])
+                        self.on_images(stop - start)
         finally:
             self.model.train(was_training)
         if not out:
@@ -229,6 +273,27 @@ def _check_shape(model: LatentVAE, sampler: ModelSampler) -> tuple[int, int, int
     return expected
 
 
+def _progress_bar(total: int, progress: bool) -> Any:
+    """The images-encoded bar (on stderr; every 30 s when stderr is not a terminal)."""
+    return tqdm(total=total, desc="disentanglement", unit="image", disable=not progress,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+
+
+def _metric_timer(bar: Any, seconds: dict[str, float]) -> Callable[[str], None]:
+    """``on_metric(name)``: shows ``name`` in the bar and records the previous step's wall seconds in
+    ``seconds`` (the codes first; ``on_metric("")`` closes the last metric)."""
+    current: list[tuple[str, float]] = [("codes", time.perf_counter())]
+    bar.set_postfix_str("codes")
+
+    def on_metric(name: str) -> None:
+        now = time.perf_counter()
+        seconds[current[0][0]] = round(now - current[0][1], 3)
+        current[:] = [(name, now)]
+        bar.set_postfix_str(name)
+
+    return on_metric
+
+
 def measure_disentanglement(
     model: LatentVAE,
     dataset: str = "dsprites",
@@ -243,6 +308,7 @@ def measure_disentanglement(
     image_size: int | None = None,
     identity: Mapping[str, Any] | None = None,
     progress: bool = False,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """β-VAE score, FactorVAE score, MIG, SAP, DCI, modularity and explicitness of ``model`` on
     ``dataset`` (which must have ground-truth factors), as a JSON-ready dict.
@@ -256,37 +322,35 @@ def measure_disentanglement(
     the model is (name, seed, sha256, card), recorded as given. ``progress``: a tqdm bar over the
     images encoded, on stderr.
 
+    A dataset without factors but with classes (mnist, fashion-mnist) is measured with its class
+    as the only factor (:func:`measure_class_factor`, ``data_dir`` locating its files).
+
     Returns ``{"dataset", "factor_names", "factor_sizes", "image_shape", "model", "code", "seed",
     "sample", "scores" (every score of every metric, flat), "headline" (one line per metric's
     main scores), "metrics" ({name: {"scores", "settings"}}: sample sizes, seeds, classifiers),
     "images_encoded", "batch_size", "encode_chunk", "seconds", "versions", "date"}``.
     """
     _check(seed, code, batch_size, num_train, num_test, group_size)
-    source = factor_source(dataset)
+    source = factor_source(dataset, class_factor=True)
+    if uses_class_factor(source):
+        if group_size is not None or image_size is not None:
+            raise ConfigError(f"{source.name} has no factors to render: group_size and image_size do not apply")
+        return measure_class_factor(model, source, seed=seed, code=code, num_train=num_train, num_test=num_test,
+                                    options=options, batch_size=batch_size, identity=identity, progress=progress,
+                                    data_dir=data_dir)
     kwargs = metric_options(num_train, num_test, group_size, options)
     sampler = ModelSampler(model, source, _render_options(model, source, image_size), code, batch_size)
     shape = _check_shape(model, sampler)
 
     points = num_train + num_test
-    bar = tqdm(total=images_needed(points, kwargs), desc="disentanglement", unit="image", disable=not progress,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    bar = _progress_bar(images_needed(points, kwargs), progress)
     sampler.on_images = bar.update
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    current: list[tuple[str, float]] = []
-
-    def on_metric(name: str) -> None:
-        now = time.perf_counter()
-        if current:
-            seconds[current[0][0]] = round(now - current[0][1], 3)
-        current[:] = [(name, now)]
-        bar.set_postfix_str(name)
-
+    on_metric = _metric_timer(bar, seconds)
     try:
-        bar.set_postfix_str("codes")
         factors = sampler.sample_factors(points, np.random.default_rng([seed, SAMPLE_STREAM]))
         codes = sampler.represent(factors)
-        seconds["codes"] = round(time.perf_counter() - started, 3)
         results = evaluate_all(codes, factors, sampler, seed=seed, options=kwargs, on_metric=on_metric)
         on_metric("")
     finally:
@@ -294,6 +358,62 @@ def measure_disentanglement(
         bar.close()
     return _result(model, source, shape, code, seed, points, results, sampler, identity, seconds,
                    time.perf_counter() - started)
+
+
+def measure_class_factor(model: LatentVAE, source: DatasetSource, *, seed: int = 0, code: str = "mean",
+                         num_train: int = NUM_TRAIN, num_test: int = NUM_TEST,
+                         options: Mapping[str, Mapping[str, Any]] | None = None,
+                         batch_size: int = DEFAULT_BATCH_SIZE, identity: Mapping[str, Any] | None = None,
+                         progress: bool = False, data_dir: str | None = None) -> dict[str, Any]:
+    """The metrics of :data:`CLASS_FACTOR_METRICS` with the class label as the only factor, for a
+    dataset without ground-truth factors (MNIST's digit, Fashion-MNIST's item).
+
+    How concentrated the class is in one code dimension (MIG, SAP), in few (DCI completeness), and
+    how well the code predicts it (DCI informativeness, explicitness). The sample: ``num_train +
+    num_test`` training images drawn without replacement (numpy ``default_rng([seed, 1])``; all
+    of them if the split is smaller), which each metric splits as on dSprites. The scores that are
+    constant with one factor, or need rendered interventions, are left out and named in the
+    result's ``"not_applicable"`` (:data:`ONE_FACTOR_CONSTANTS`). Same result layout as
+    :func:`measure_disentanglement`.
+    """
+    _check(seed, code, batch_size, num_train, num_test, None)
+    extra = {name: dict(value) for name, value in (options or {}).items()}
+    unknown = sorted(set(extra) - set(CLASS_FACTOR_METRICS))
+    if unknown:
+        raise ConfigError(f"metric option(s) for {unknown}: with the class as the only factor the metrics are "
+                          f"{', '.join(CLASS_FACTOR_METRICS)}")
+    kwargs = {name: value for name, value in metric_options(num_train, num_test, None, extra).items()
+              if name in CLASS_FACTOR_METRICS}
+    data = load_dataset_at(source.name, "train", model.image_shape, data_dir, what=model.family)
+    points = min(num_train + num_test, int(data.labels.shape[0]))
+    rows = np.sort(np.random.default_rng([seed, SAMPLE_STREAM]).choice(data.labels.shape[0], points, replace=False))
+    sampler = ModelSampler(model, source, {}, code, batch_size)
+    bar = _progress_bar(points, progress)
+    sampler.on_images = bar.update
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    on_metric = _metric_timer(bar, seconds)
+    try:
+        index = torch.from_numpy(rows)
+        codes = sampler.represent_images(data.images[index])
+        factors = data.labels[index].numpy().astype(np.int64)[:, None]
+        results = evaluate_all(codes, factors, None, seed=seed, options=kwargs, on_metric=on_metric,
+                               only=CLASS_FACTOR_METRICS)
+        on_metric("")
+    finally:
+        bar.close()
+    dci = results["dci"]
+    results["dci"] = MetricResult(dci.name, {k: v for k, v in dci.scores.items() if k != "dci_disentanglement"},
+                                  dci.settings)
+    result = _result(model, source, model.image_shape, code, seed, points, results, sampler, identity, seconds,
+                     time.perf_counter() - started)
+    result["factor_names"] = [source.class_noun]
+    result["factor_sizes"] = [source.num_classes]
+    result["factors"] = "class"
+    result["sample"]["distribution"] = (f"{points:,} training images drawn without replacement; the factor is the "
+                                        f"class ({source.class_noun})")
+    result["not_applicable"] = dict(ONE_FACTOR_CONSTANTS)
+    return result
 
 
 def _result(model: LatentVAE, source: DatasetSource, shape: tuple[int, int, int], code: str, seed: int, points: int,
@@ -305,11 +425,12 @@ def _result(model: LatentVAE, source: DatasetSource, shape: tuple[int, int, int]
         "dataset": source.name,
         "factor_names": list(source.factor_names),
         "factor_sizes": list(source.factor_sizes),
+        "factors": "ground truth",
         "image_shape": list(shape),
         "model": dict(identity) if identity is not None else {"name": model.family, "family": model.family},
         "code": {"kind": code, "description": describe_code(model, code), "dims": len(dims), "names": dims,
                  "gaussian_dims": int(model.config.latent_dim),
-                 "categorical_dims": int(model.config.categorical_dim) if code == "mean" else 0},
+                 "categorical_dims": int(model.config.categorical_dim) if code != "gaussian" else 0},
         "seed": seed,
         "sample": {"points": points, "distribution": "factors uniform and independent (the full factor grid)",
                    "rng": f"numpy default_rng([{seed}, {SAMPLE_STREAM}])",
@@ -331,7 +452,7 @@ def zoo_disentanglement(name: str, dataset: str = "dsprites", model_seed: int = 
                         **kwargs: Any) -> dict[str, Any]:
     """:func:`measure_disentanglement` of the zoo model ``name`` (seed ``model_seed``) of ``dataset``,
     verified on load; the result's ``model`` is its identity (name, family, seed, sha256, card)."""
-    factor_source(dataset)  # a dataset without factors is refused before the zoo is read
+    factor_source(dataset, class_factor=True)  # a dataset without factors or classes is refused before the zoo is read
     card = find_card(name, dataset, model_seed)
     model = load_model(name, dataset, seed=model_seed, device=device)
     identity = {"name": card.name, "family": card.data["family"], "dataset": card.data["dataset"],
@@ -349,6 +470,7 @@ def card_record(result: Mapping[str, Any], command: str | None = None) -> dict[s
         "code": result["code"]["kind"],
         "seed": result["seed"],
         "sample": dict(result["sample"]),
+        "factors": result.get("factors", "ground truth"),
         "settings": {name: metric["settings"] for name, metric in result["metrics"].items()},
         "versions": dict(result["versions"]),
         "date": result["date"],

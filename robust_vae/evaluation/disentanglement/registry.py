@@ -4,7 +4,7 @@ and :func:`evaluate_all` runs every registered metric.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,19 +50,26 @@ def metric_names(*, interventional: bool | None = None) -> list[str]:
 
 def evaluate_all(codes: Any, factors: Any, sampler: FactorSampler | None = None, seed: int = 0,
                  options: Mapping[str, Mapping[str, Any]] | None = None,
-                 on_metric: Callable[[str], None] | None = None) -> dict[str, MetricResult]:
+                 on_metric: Callable[[str], None] | None = None,
+                 only: Sequence[str] | None = None) -> dict[str, MetricResult]:
     """Every registered metric: the fixed-code ones on ``codes (N, D)`` / ``factors (N, F)``, the
     interventional ones only when ``sampler`` is given. ``options[name]`` are keyword arguments
     for that metric (e.g. smaller sample sizes); ``on_metric(name)`` is called just before each
-    metric runs (progress, timing). Returns ``{metric name: MetricResult}``.
+    metric runs (progress, timing); ``only``: run just these metrics. Returns ``{metric name: MetricResult}``.
     """
     code_array, factor_array = check_pair(codes, factors)
     extra = dict(options or {})
     unknown = sorted(set(extra) - set(METRICS.names()))
     if unknown:
         raise ConfigError(f"options for unknown metrics {unknown}: choose from {', '.join(METRICS.names())}")
+    chosen = None if only is None else set(only)
+    if chosen is not None and chosen - set(METRICS.names()):
+        raise ConfigError(f"unknown metrics {sorted(chosen - set(METRICS.names()))}: choose from "
+                          f"{', '.join(METRICS.names())}")
     results: dict[str, MetricResult] = {}
     for name, entry in METRICS.items():
+        if chosen is not None and name not in chosen:
+            continue
         kwargs = dict(extra.get(name, {}))
         inputs: tuple[Any, ...] = (sampler,) if entry.interventional else (code_array, factor_array)
         if entry.interventional and sampler is None:
