@@ -7,8 +7,9 @@ for (a disentanglement score recorded by ``robust-vae disentanglement``, else a 
 card's ``metrics`` such as ``recon_bce``), then the robustness columns asked for:
 
 - ``<recipe>:<metric>`` from the model's finished run under that recipe (:data:`RUN_METRICS`);
-- ``robustness:<column>`` from the model's report card folder (``robust-vae robustness``:
-  the per-example columns of its ``examples.csv``, e.g. ``margin``, ``damage_r1``).
+- ``robustness:<column>`` from the model's report card folder (``robust-vae robustness``, or
+  the study's own ``[robustness]`` cards: the per-example columns of its ``examples.csv``, e.g.
+  ``margin``, ``damage_r1``).
 
 NaN where a value is missing (no card, no score, no finished run, a run without AUDDC); such a
 row stays in the frame and drops out only of the correlations that need the value.
@@ -64,7 +65,8 @@ def check_robustness_metric(name: str, recipes: Sequence[str], cards: bool) -> N
     if prefix == CARD_PREFIX:
         if not cards:
             raise ConfigError(f"[analysis] robustness {name!r} reads report cards: set robustness_cards "
-                              f"(a folder template with {{{'}, {'.join(CARD_FIELDS)}}})")
+                              f"(a folder template with {{{'}, {'.join(CARD_FIELDS)}}}) or add a [robustness] "
+                              "table that makes them")
         if metric not in CARD_COLUMNS and not _DAMAGE.match(metric):
             raise ConfigError(f"[analysis] robustness {name!r}: unknown report-card column {metric!r}; known: "
                               f"damage_r<budget>, {', '.join(CARD_COLUMNS)}")

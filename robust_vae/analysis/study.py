@@ -13,12 +13,21 @@ with the resumable ``robust-vae attack`` code, then writes, next to the study fi
 - ``attacks.{csv,tex,md}`` and ``attacks-comparisons.{csv,tex,md}``: each model under each
   recipe, ranked, and every recipe against the baseline recipe;
 - ``figures/*.png`` (marginal bars with intervals per model; attacks) and ``results.md``;
+- with ``[robustness]``, ``robustness/<model>-seed<S>/``: each model seed's classifier-free
+  report card (the files of ``robust-vae robustness``), made after the runs, and
+  ``robustness/cards.csv``, every summary metric of every card
+  (:mod:`robust_vae.analysis.study_robustness`);
 - with ``[analysis]``, ``analysis/``: the models frame, correlation tables of disentanglement
   against robustness, scatter plots and the β effect (:mod:`robust_vae.analysis.study_analysis`).
 
 A run whose folder holds a finished run of the same configuration is reused; a partial one
-resumes; a model not in the zoo or a recipe not in ``attacks/`` is skipped with a message.
-Everything is rendered from the saved runs, so rerunning the command reproduces the files.
+resumes; a model not in the zoo or a recipe not in ``attacks/`` is skipped with a message. The
+report cards alike: a finished card of the same fingerprint (weights, data, latent classifier,
+settings) is reused, a partial one resumes unit by unit, a model seed not in the zoo is skipped.
+The cards are made locally, one after another, even when the runs go to a Dask cluster
+(``--workers`` / ``--scheduler`` / ``--jobqueue``). ``--dry-run`` lists runs and cards and makes
+nothing; ``--report-only`` writes the tables from what is finished.
+Everything is rendered from the saved runs and cards, so rerunning the command reproduces the files.
 
 The study file (TOML)::
 
@@ -54,11 +63,22 @@ The study file (TOML)::
     recipes = ["thesis", "thesis-accumulate"]
     baseline = "thesis"
 
+    [robustness]              # optional: classifier-free report cards, one per model seed
+    models = ["vae", "betavae"]   # default: every model of the runs without label_sources
+                              # (a conditional model is refused: a card has no label threat model)
+    seeds = [0, 1]            # default: each model's seeds in the runs
+    examples = 100            # any RobustnessSettings field: examples, norm, radii, metric_radius,
+                              # threshold, samples, max_budget, bisection_steps, steps, restarts,
+                              # power_iterations, unit_size, seed (defaults: robust-vae robustness's)
+    latent_accuracy = true    # also the latent-classifier accuracy (default true)
+
     [analysis]                # optional: does disentanglement predict robustness? (README table)
     disentanglement = ["mig", "dci_disentanglement"]   # card scores (default: the headline six)
     robustness = ["thesis:as_target", "tabacof:auddc"] # <recipe>:<metric> or robustness:<column>
     control = "recon_bce"     # card metric of the partial correlation
     beta_line = "betavae"     # optional: the family whose β effect is tabulated
+    robustness_cards = "../{model_dir}/robustness"     # report card folders (default with
+                              # [robustness]: the study's own, robustness/{model}-seed{seed})
 """
 
 from __future__ import annotations
@@ -85,11 +105,22 @@ from robust_vae.analysis.comparison import (
 )
 from robust_vae.analysis.models_frame import ModelRow, card_folder, models_frame
 from robust_vae.analysis.study_analysis import Analysis, read_analysis, write_analysis
+from robust_vae.analysis.study_robustness import (
+    CARD_TEMPLATE,
+    CardSpec,
+    CardStatus,
+    RobustnessPlan,
+    cards_markdown,
+    cards_status,
+    make_missing_cards,
+    read_robustness,
+    train_hint,
+    write_cards_table,
+)
 from robust_vae.attacks import is_recipe, read_recipe
 from robust_vae.core.errors import ConfigError, RobustVAEError, ZooError
 from robust_vae.evaluation.run_config import RunConfig
 from robust_vae.evaluation.runner import run_attack
-from robust_vae.models import FAMILIES
 from robust_vae.report.classes import ClassLabels, for_dataset
 from robust_vae.report.success import (
     RATE_LABELS,
@@ -105,7 +136,7 @@ from robust_vae.report.tables import latex_escape, latex_table, markdown_table
 
 STUDY_KEYS = {"name", "description", "dataset", "per_pair", "seed", "batch_size", "main_recipe",
               "bootstrap", "bootstrap_seed", "permutations", "runs_dir", "set"}
-SECTIONS = {"study", "runs", "marginals", "figures", "comparisons", "attack_strength", "analysis"}
+SECTIONS = {"study", "runs", "marginals", "figures", "comparisons", "attack_strength", "robustness", "analysis"}
 
 
 # ----------------------------------------------------------------------------- the study file
@@ -156,6 +187,7 @@ class Study:
     command: str = ""  # the command line that makes this study's files (for results.md)
     raw: dict[str, Any] = field(default_factory=dict)
     analysis: Analysis | None = None  # the [analysis] table, if any
+    robustness: RobustnessPlan | None = None  # the [robustness] table (the study's report cards), if any
 
     @property
     def runs_dir(self) -> Path:
@@ -280,16 +312,21 @@ def read_study(path: str | Path, per_pair: int | None = None, overrides: dict[st
             "baseline": strength.get("baseline", main_recipe),
             "compare_models": bool(strength.get("compare_models", True)),
         }
+    robustness = None
+    if "robustness" in raw:
+        robustness = read_robustness(raw["robustness"], where,
+                                     [(s.model, s.seed, s.label_source) for s in specs.values()], out)
     analysis = None
     if "analysis" in raw:
         analysis = read_analysis(raw["analysis"], where, recipes=sorted({s.recipe for s in specs.values()}),
                                  models=[s.name for s in specs.values()], main_recipe=main_recipe,
-                                 bootstrap=numbers["bootstrap"])
+                                 bootstrap=numbers["bootstrap"], cards=CARD_TEMPLATE if robustness else None)
     return Study(path=path, out_dir=out, dataset=str(head.get("dataset", "mnist")), per_pair=per_pair_value,
                  main_recipe=main_recipe, overrides=set_values, runs=list(specs.values()),
                  marginal_models=marginal_models, figure_models=figure_models, comparisons=comparisons,
                  attack_strength=strength, name=str(head.get("name", path.parent.name)),
-                 description=str(head.get("description", "")), raw=raw, analysis=analysis, **numbers)
+                 description=str(head.get("description", "")), raw=raw, analysis=analysis,
+                 robustness=robustness, **numbers)
 
 
 # ----------------------------------------------------------------------------- run status
@@ -331,11 +368,7 @@ def run_status(study: Study, spec: RunSpec) -> RunStatus:
     try:
         run_config(study, spec).check_available()
     except ZooError:
-        how = (f"robust-vae train --model {spec.model} --dataset {study.dataset} --seed {spec.seed}"
-               if spec.model in FAMILIES else
-               f"a variant: robust-vae train --model FAMILY --dataset {study.dataset} --seed {spec.seed} "
-               f"--set KEY=VALUE --name {spec.model}")
-        return RunStatus(spec, "skipped", f"model {spec.model} seed {spec.seed} is not in the zoo yet (train it: {how})")
+        return RunStatus(spec, "skipped", train_hint(spec.model, study.dataset, spec.seed))
     config = spec.folder / "config.json"
     if not config.is_file():  # nothing to compare: the fingerprint (which may train an artefact) can wait
         return RunStatus(spec, "new")
@@ -373,6 +406,11 @@ def format_status(statuses: Sequence[RunStatus], root: Path | None = None) -> st
     return "\n".join(lines)
 
 
+def robustness_status(study: Study, data_dir: str | None = None) -> list[CardStatus]:
+    """Where each report card of the study's ``[robustness]`` stands ([] without one)."""
+    return cards_status(study.robustness, study.dataset, data_dir)
+
+
 # ----------------------------------------------------------------------------- running
 def run_missing(study: Study, statuses: Sequence[RunStatus], device: str = "cpu",
                 data_dir: str | None = None, log: Any = print) -> list[RunSpec]:
@@ -387,6 +425,20 @@ def run_missing(study: Study, statuses: Sequence[RunStatus], device: str = "cpu"
         run_attack(config, st.spec.folder)
         made.append(st.spec)
     return made
+
+
+def make_cards(study: Study, statuses: Sequence[CardStatus], device: str = "cpu", data_dir: str | None = None,
+               log: Any = print) -> list[CardSpec]:
+    """Make every ``new`` or ``partial`` report card of the study's ``[robustness]`` (locally, one
+    after another, resuming partial ones); returns those made."""
+    if study.robustness is None:
+        return []
+    return make_missing_cards(study.robustness, statuses, study.dataset, _command(study), device=device,
+                              data_dir=data_dir, log=log)
+
+
+def _command(study: Study) -> str:
+    return study.command or f"robust-vae study {study.path}"
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -453,8 +505,10 @@ class _Report:
                 for model in dict.fromkeys(study.marginal_models + study.figure_models) if model in main}
 
 
-def report(study: Study, statuses: Sequence[RunStatus], log: Any = print) -> dict[str, Any]:
-    """Write every table, figure and ``results.md`` from the finished runs; returns the parts."""
+def report(study: Study, statuses: Sequence[RunStatus], log: Any = print,
+           cards: Sequence[CardStatus] | None = None) -> dict[str, Any]:
+    """Write every table, figure and ``results.md`` from the finished runs and report cards
+    (``cards``: their statuses, by default :func:`robustness_status`); returns the parts."""
     done = {st.spec.key: st.spec for st in statuses if st.state == "done"}
     rep = _Report(study, _groups(study, done), log)
     if rep.groups:  # the ordered class pairs of the dataset, K(K − 1)
@@ -466,6 +520,12 @@ def report(study: Study, statuses: Sequence[RunStatus], log: Any = print) -> dic
     _report_comparisons(rep)
     if study.attack_strength:
         _report_attack_strength(rep, study.attack_strength)
+    if study.robustness is not None:
+        card_statuses = robustness_status(study) if cards is None else cards
+        table = write_cards_table(card_statuses, study.out_dir)
+        if table is not None:
+            rep.note(table)
+        rep.parts["robustness_md"] = cards_markdown(study.robustness, card_statuses, study.out_dir)
     if study.analysis is not None:
         _report_analysis(rep, study.analysis, done)
     results = results_markdown(study, statuses, rep.parts)
@@ -750,7 +810,7 @@ def plot_attack_strength(attacks: Any, path: Path, title: str = "") -> None:
 
 def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[str, Any]) -> str:
     """``results.md``: the setup, every run's state, and every table of the study."""
-    command = study.command or f"robust-vae study {study.path}"
+    command = _command(study)
     size = "every test pair (full test set)" if study.per_pair is None else (
         f"{study.per_pair} (source, target) test pairs sampled per cell before the clean-reconstruction filter")
     others = sorted({_pairs_label(spec.per_pair) for spec in study.runs if spec.per_pair != study.per_pair})
@@ -791,6 +851,7 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
         ("Attack strength", "attacks_md"),
         (None, "ordering"),
         ("Attacks against the baseline recipe", "attack_comparisons_md"),
+        ("Robustness report cards", "robustness_md"),
         ("Does disentanglement predict robustness?", "analysis_md"),
     ]
     for title, key in sections:

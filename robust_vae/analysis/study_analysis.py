@@ -47,7 +47,8 @@ class Analysis:
     """A parsed ``[analysis]`` table (keys: :data:`ANALYSIS_KEYS`; see the README's table).
 
     ``models``: the study names whose rows enter (all when empty); ``robustness_cards``: the
-    report card folder template (placeholders :data:`CARD_FIELDS`), relative to the study folder."""
+    report card folder template (placeholders :data:`CARD_FIELDS`), relative to the study folder
+    (by default the study's own cards when it has a ``[robustness]`` table)."""
 
     disentanglement: tuple[str, ...]
     robustness: tuple[str, ...]
@@ -73,17 +74,18 @@ def _string(table: dict[str, Any], key: str, default: str | None, where: str) ->
 
 
 def read_analysis(table: Any, where: str, recipes: Sequence[str], models: Sequence[str],
-                  main_recipe: str, bootstrap: int) -> Analysis:
+                  main_recipe: str, bootstrap: int, cards: str | None = None) -> Analysis:
     """Check an ``[analysis]`` table against the study's ``recipes`` and model names; every
     problem is a one-line ConfigError naming the key and the valid values. Defaults: the
     headline disentanglement scores, AS target and AS ignore-target of ``main_recipe``, control
-    ``recon_bce``, the study's ``bootstrap``."""
+    ``recon_bce``, the study's ``bootstrap``, and ``cards`` as ``robustness_cards`` (the
+    template of the study's own report cards, when it makes some)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [analysis] must be a table of keys {', '.join(ANALYSIS_KEYS)}")
     unknown = sorted(set(table) - set(ANALYSIS_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown [analysis] key(s) {unknown}; known: {', '.join(ANALYSIS_KEYS)}")
-    cards = _string(table, "robustness_cards", None, where)
+    cards = _string(table, "robustness_cards", cards, where)
     if cards is not None:
         _located(where, check_card_template, cards)
     robustness = _strings(table, "robustness", [f"{main_recipe}:as_target", f"{main_recipe}:as_ignore_target"],

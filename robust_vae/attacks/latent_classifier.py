@@ -200,6 +200,18 @@ def cache_stem(fingerprint: str, config: LatentClassifierConfig) -> str:
     return f"{fingerprint[:16]}-{digest[:12]}"
 
 
+def cached_latent_classifier(model: nn.Module, dataset: str = "mnist", config: LatentClassifierConfig | None = None,
+                             *, cache_dir: str | Path | None = None) -> tuple[LatentClassifier, Card] | None:
+    """The latent classifier of ``model`` and its card if the cache holds a usable one, else None:
+    nothing is trained (the check of :func:`latent_classifier_for`, on the CPU)."""
+    config = config or LatentClassifierConfig()
+    fingerprint = model_fingerprint(model)
+    card_path = cache_folder(dataset, cache_dir) / f"{cache_stem(fingerprint, config)}.json"
+    if not card_path.exists():
+        return None
+    return _load_cached(card_path, fingerprint, config)[0]
+
+
 def latent_classifier_for(
     model: nn.Module,
     dataset: str = "mnist",

@@ -69,22 +69,32 @@ MARKDOWN_METRICS = (("recon_accuracy", "recon acc."), ("recon_bce", "recon BCE")
                     ("elbo", "ELBO"), ("test_accuracy", "test acc."))
 
 
-# the disentanglement scores `robust-vae disentanglement` records in a card: columns only when a card has them
-DISENTANGLEMENT_COLUMNS = (("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("betavae_score", "β-VAE"),
-                           ("factorvae_score", "FactorVAE"))
+# the disentanglement scores `robust-vae disentanglement` records in a card, by what they measure against
+# (ground-truth factors, or the class as the only factor): columns only when a card has them
+DISENTANGLEMENT_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ground truth": (("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("betavae_score", "β-VAE"),
+                     ("factorvae_score", "FactorVAE")),
+    "class": (("mig", "class MIG"), ("dci_completeness", "class DCI-C"), ("explicitness_test", "class explicitness")),
+}
 
 
 def disentanglement_listing(card: Card) -> list[tuple[str, float]]:
-    """The card's recorded disentanglement scores that the zoo listings show (none if not measured)."""
-    scores = card.disentanglement_scores
-    return [(key, scores[key]) for key, _ in DISENTANGLEMENT_COLUMNS if key in scores]
+    """The card's recorded disentanglement scores that the zoo listings show (none if not measured;
+    class-factor scores named ``class_<score>``)."""
+    kind, scores = card.disentanglement_factors, card.disentanglement_scores
+    if kind is None:
+        return []
+    prefix = "class_" if kind == "class" else ""
+    return [(prefix + key, scores[key]) for key, _ in DISENTANGLEMENT_COLUMNS.get(kind, ()) if key in scores]
 
 
 def models_markdown(cards: list[Card]) -> str:
     """The zoo as a Markdown table (what the README's zoo table is pasted from). The
     disentanglement columns appear when some card has scores (``robust-vae disentanglement``)."""
-    columns = DISENTANGLEMENT_COLUMNS if any(card.disentanglement_scores for card in cards) else ()
-    header = ["model", "dataset", "seed", "steps", *(t for _, t in MARKDOWN_METRICS), *(t for _, t in columns)]
+    kinds = {card.disentanglement_factors for card in cards} - {None}
+    columns = [(kind, key, title) for kind, group in DISENTANGLEMENT_COLUMNS.items() if kind in kinds
+               for key, title in group]
+    header = ["model", "dataset", "seed", "steps", *(t for _, t in MARKDOWN_METRICS), *(t for _, _, t in columns)]
     rows = []
     for card in cards:
         s = card.summary()
@@ -93,7 +103,8 @@ def models_markdown(cards: list[Card]) -> str:
         if card.below_floor:
             values[0] += BELOW_FLOOR_MARK
         scores = card.disentanglement_scores
-        values += [f"{scores[k]:.4f}" if k in scores else "–" for k, _ in columns]
+        values += [f"{scores[k]:.4f}" if k in scores and card.disentanglement_factors == kind else "–"
+                   for kind, k, _ in columns]
         seed = "–" if s["seed"] is None else str(s["seed"])
         steps = card.data.get("steps") or card.data.get("training", {}).get("steps", "–")
         rows.append([f"`{s['name']}`", s["dataset"], seed, str(steps), *values])

@@ -43,7 +43,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robust_vae.attacks.latent_classifier import attack_codes, code_predictions, latent_classifier_for
+from robust_vae.attacks.latent_classifier import (
+    attack_codes,
+    cached_latent_classifier,
+    code_predictions,
+    latent_classifier_for,
+)
 from robust_vae.attacks.max_damage import MaxDamage
 from robust_vae.attacks.unsupervised import TopSingularDirection
 from robust_vae.core import progress
@@ -58,7 +63,7 @@ from robust_vae.evaluation.margins import bootstrap_interval, camuto_margin_boun
 from robust_vae.evaluation.pullback import pullback_scores
 from robust_vae.evaluation.run_store import RunStore
 from robust_vae.report.robustness import card_latex, card_markdown, damage_figure, margin_figure
-from robust_vae.zoo import find_card, load_model
+from robust_vae.zoo import Card, find_card, load_model
 
 NORMS = ("l2", "linf")
 SEED_STRIDE = 1_000_003  # example seed = settings.seed · SEED_STRIDE + test index
@@ -205,6 +210,12 @@ def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
+def card_fingerprint(settings: RobustnessSettings, fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a card folder's ``config.json`` holds: ``fingerprint`` (the model's and the data's
+    identity) with the settings."""
+    return {"card": "robustness", "settings": settings.to_dict(), **dict(fingerprint or {})}
+
+
 @dataclass
 class RobustnessCard:
     """A finished card: ``examples`` (one row per test example: index, label and
@@ -256,7 +267,7 @@ def robustness_card(model: nn.Module, dataset: Dataset, settings: RobustnessSett
     indices = example_indices(len(dataset.images), settings)
     units = [indices[i:i + settings.unit_size] for i in range(0, len(indices), settings.unit_size)]
     store = RunStore(out) if out is not None else None
-    full_fingerprint = {"card": "robustness", "settings": settings.to_dict(), **dict(fingerprint or {})}
+    full_fingerprint = card_fingerprint(settings, fingerprint)
     if store is not None:
         store.check(full_fingerprint, restart=restart)
     started = time.perf_counter()
@@ -321,20 +332,88 @@ def zoo_robustness(name: str, dataset: str = "mnist", model_seed: int = 0, setti
     ``latent_accuracy``: also the accuracy of the model's cached latent classifier (trained on
     first use, :func:`~robust_vae.attacks.latent_classifier.latent_classifier_for`)."""
     settings = settings or RobustnessSettings()
-    card = find_card(name, dataset, model_seed)
+    identity, fingerprint = zoo_fingerprint(name, dataset, model_seed, data_dir=data_dir)
     model = load_model(name, dataset, seed=model_seed, device=device)
     test = load_dataset_at(dataset, "test", model.image_shape, data_dir, what=name)
-    identity: dict[str, Any] = {"model": card.name, "family": card.data["family"], "model_seed": card.seed,
-                                "weights_sha256": card.data["sha256"]}
-    fingerprint = {**identity, "dataset": dataset, "dataset_sha256": dataset_digest(dataset, data_dir)}
     latent_classifier = None
     if latent_accuracy:
         latent_classifier, latent_card = latent_classifier_for(model, dataset, data_dir=data_dir, progress=progress_bar)
-        identity["latent_classifier"] = {"sha256": latent_card.data["sha256"],
-                                         "test_accuracy": latent_card.data["metrics"]["test_accuracy"]}
-        fingerprint["latent_classifier_sha256"] = latent_card.data["sha256"]
+        add_latent_classifier(identity, fingerprint, latent_card)
     return robustness_card(model, test, settings, out=out, fingerprint=fingerprint, restart=restart,
                            progress_bar=progress_bar, identity=identity, latent_classifier=latent_classifier)
+
+
+def zoo_fingerprint(name: str, dataset: str = "mnist", model_seed: int = 0, *,
+                    data_dir: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The identity (in ``card.json``) and the fingerprint (in ``config.json``, less the settings:
+    :func:`card_fingerprint`) of the zoo model's card, read from its zoo card and the data files
+    without loading the model; ZooError for a model seed not in the zoo. With the latent-classifier
+    accuracy both also get :func:`add_latent_classifier`."""
+    card = find_card(name, dataset, model_seed)
+    identity: dict[str, Any] = {"model": card.name, "family": card.data["family"], "model_seed": card.seed,
+                                "weights_sha256": card.data["sha256"]}
+    fingerprint = {**identity, "dataset": dataset, "dataset_sha256": dataset_digest(dataset, data_dir)}
+    return identity, fingerprint
+
+
+def add_latent_classifier(identity: dict[str, Any], fingerprint: dict[str, Any], latent_card: Card) -> None:
+    """Record the latent classifier of ``latent_card`` (its zoo-format card) in a card's identity
+    and fingerprint (:func:`zoo_fingerprint`)."""
+    identity["latent_classifier"] = {"sha256": latent_card.data["sha256"],
+                                     "test_accuracy": latent_card.data["metrics"]["test_accuracy"]}
+    fingerprint["latent_classifier_sha256"] = latent_card.data["sha256"]
+
+
+def zoo_card_fingerprint(name: str, dataset: str, model_seed: int, settings: RobustnessSettings, *,
+                         data_dir: str | None = None, latent_accuracy: bool = True) -> dict[str, Any]:
+    """The ``config.json`` that :func:`zoo_robustness` gives the card folder, computed without
+    training anything: with ``latent_accuracy`` the model is loaded (on the CPU) to find its
+    cached latent classifier, and where none is cached yet ``latent_classifier_sha256`` is left
+    out (the classifier is trained when the card is made). ZooError for a model seed not in the zoo."""
+    identity, fingerprint = zoo_fingerprint(name, dataset, model_seed, data_dir=data_dir)
+    if latent_accuracy:
+        cached = cached_latent_classifier(load_model(name, dataset, seed=model_seed), dataset)
+        if cached is not None:
+            add_latent_classifier(identity, fingerprint, cached[1])
+    return card_fingerprint(settings, fingerprint)
+
+
+@dataclass(frozen=True)
+class CardProgress:
+    """Where a card folder stands against a fingerprint (:func:`card_progress`): ``done`` (every
+    unit and :data:`CARD_FILES` of that configuration), ``partial`` (some units), ``new``
+    (nothing computed) or ``conflict`` (another configuration's units; ``reason`` says how)."""
+
+    state: str
+    reason: str = ""
+    units_done: int = 0
+
+
+def card_progress(folder: Path, fingerprint: Mapping[str, Any]) -> CardProgress:
+    """The state of the card folder ``folder`` for the full ``fingerprint`` (:func:`card_fingerprint`),
+    by the check :func:`robustness_card` makes before it computes (:meth:`RunStore.differences`):
+    a folder of another configuration's units is a conflict, one without units is new, and a
+    finished card (``card.json`` of these settings over every unit) is done."""
+    store = RunStore(folder)
+    if not store.has_results():
+        return CardProgress("new")
+    try:
+        differs = store.differences(dict(fingerprint))
+    except ConfigError as error:
+        return CardProgress("conflict", str(error))
+    if differs:
+        return CardProgress("conflict", f"{folder} holds a robustness card with a different configuration "
+                                        f"(differs in: {', '.join(differs)})")
+    units = len(list(store.progress.glob("unit-[0-9][0-9][0-9][0-9][0-9].npz")))
+    record: Any = None
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads((folder / "card.json").read_text())
+    settings = json.loads(json.dumps(fingerprint.get("settings")))
+    finished = isinstance(record, dict) and record.get("settings") == settings \
+        and isinstance(record.get("num_examples"), int) and all((folder / f).is_file() for f in CARD_FILES)
+    if finished and units >= math.ceil(record["num_examples"] / settings["unit_size"]):
+        return CardProgress("done", units_done=units)
+    return CardProgress("partial", f"{units} unit(s) saved", units_done=units)
 
 
 CARD_FILES = ("examples.csv", "summary.csv", "per_class.csv", "card.json", "card.md", "card.tex",

@@ -129,14 +129,21 @@ class RunStore:
         """Whether anything was computed in this folder (a unit or the final tables)."""
         return any(self.progress.glob("unit-*.npz")) or (self.out_dir / "cells.csv").exists()
 
+    def differences(self, fingerprint: dict[str, Any]) -> list[str]:
+        """The keys in which the stored fingerprint differs from ``fingerprint``, sorted ([] when
+        none is stored or they agree); ConfigError for an unreadable ``config.json``."""
+        stored = self._stored_fingerprint()
+        new = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+        if stored is None or stored == new:
+            return []
+        return sorted(k for k in set(stored) | set(new) if stored.get(k) != new.get(k))
+
     def check(self, fingerprint: dict[str, Any], restart: bool = False) -> None:
         """Refuse (one line, nothing changed) when the folder holds another configuration's run."""
         if restart:
             return
-        stored = self._stored_fingerprint()
-        new = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
-        if stored is not None and stored != new and self.has_results():
-            differs = sorted(k for k in set(stored) | set(new) if stored.get(k) != new.get(k))
+        differs = self.differences(fingerprint)
+        if differs and self.has_results():
             raise ConfigError(
                 f"{self.out_dir} holds a run with a different configuration (differs in: "
                 f"{', '.join(differs)}); nothing was changed: pass another --out, or --restart "

@@ -107,6 +107,15 @@ class Card:
         scores = record.get("scores") if isinstance(record, dict) else None
         return {k: v for k, v in scores.items() if isinstance(v, float)} if isinstance(scores, dict) else {}
 
+    @property
+    def disentanglement_factors(self) -> str | None:
+        """What the recorded scores measure against: ``"ground truth"`` (dSprites' factors) or
+        ``"class"`` (the class as the only factor); None without scores."""
+        record = self.data.get("disentanglement")
+        if not isinstance(record, dict) or not self.disentanglement_scores:
+            return None
+        return str(record.get("factors", "ground truth"))
+
 
 def save_weights(module: nn.Module, weights_path: Path, card: dict[str, Any]) -> Card:
     """Write ``module``'s state as safetensors plus its card (with the file's sha256)."""

@@ -88,3 +88,28 @@ def test_cli_writes_the_class_factor_report(tmp_path: Path, capsys: pytest.Captu
     result = json.loads((out / "disentanglement.json").read_text())
     assert result["command"].endswith("--code variables --num-train 300 --num-test 150")
     assert "the class is the only factor" in (out / "disentanglement.md").read_text()
+
+
+def test_the_card_and_the_zoo_table_name_class_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from robust_vae.zoo import MODELS_ENV, SHIPPED_MODELS
+
+    (tmp_path / "mnist").mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(SHIPPED_MODELS / "mnist" / f"jointvae-seed0{suffix}", tmp_path / "mnist")
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["disentanglement", "--model", "jointvae", "--dataset", "mnist", "--code", "variables",
+                     "--num-train", "300", "--num-test", "150", "--out", str(tmp_path / "out")]) == 0
+    scores = json.loads((tmp_path / "out" / "disentanglement.json").read_text())["scores"]
+    capsys.readouterr()
+    assert main(["models", "--dataset", "mnist", "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| test acc. | class MIG | class DCI-C | class explicitness |")
+    assert "DCI-D" not in lines[0]
+    assert lines[2].endswith(f"| {scores['mig']:.4f} | {scores['dci_completeness']:.4f} | "
+                             f"{scores['explicitness_test']:.4f} |")
+    assert main(["models", "--dataset", "mnist"]) == 0
+    assert f"class_mig={scores['mig']:.4f}" in capsys.readouterr().out
