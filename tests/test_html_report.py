@@ -2,7 +2,9 @@
 
 The unit tests parse the pages with ``html.parser`` and compare them with the CSVs they come
 from: the committed standalone run (reports/mnist/jointvae/thesis-fast), the committed MNIST
-study, and a synthetic run whose labels and Markdown carry HTML that must come out escaped.
+study, a synthetic run whose labels and Markdown carry HTML that must come out escaped, and a
+small study whose ``analysis/`` and ``robustness/`` files are written by the study's own writers
+(``write_analysis``, ``save_card``, ``write_cards_table``) so that their layouts cannot drift.
 The browser test drives Debian's ``chromium`` through ``chromedriver`` with Selenium (installed
 by ``.ci/browser-deps.sh``); it skips, saying so, only when either binary is missing. Its
 screenshots are kept in the pytest tmp folder and copied to build/test-artifacts/.
@@ -10,7 +12,9 @@ screenshots are kept in the pytest tmp folder and copied to build/test-artifacts
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from decimal import Decimal
@@ -23,9 +27,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from robust_vae.analysis.models_frame import ModelsFrame
+from robust_vae.analysis.study_analysis import Analysis, write_analysis
+from robust_vae.analysis.study_robustness import CARD_TEMPLATE, CardSpec, CardStatus, write_cards_table
 from robust_vae.cli.app import main
 from robust_vae.core.errors import DataError
+from robust_vae.evaluation.robustness import (
+    RobustnessCard,
+    RobustnessSettings,
+    example_columns,
+    per_class_means,
+    save_card,
+    summarise,
+)
 from robust_vae.report import html
+from robust_vae.report.correlation import format_interval
+from robust_vae.report.robustness import interval
 from robust_vae.report.success import marginals, matrix_strings, plot_heatmaps
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,6 +178,90 @@ def comparison_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+ANALYSIS_STUDY = """
+[study]
+name = "tiny analysis study"
+description = "Seven model seeds, their [analysis] and three report cards."
+dataset = "mnist"
+main_recipe = "thesis-fast"
+
+[[runs]]
+models = ["vae", "betavae-b2", "betavae-b4", "betavae-b8", "ae"]
+seeds = [0, 1]
+
+[robustness]
+models = ["vae", "betavae-b2"]
+examples = 8
+radii = [0.5, 1.0]
+metric_radius = 1.0
+
+[analysis]
+disentanglement = ["mig", "sap"]
+robustness = ["thesis-fast:as_target", "robustness:margin"]
+control = "recon_bce"
+beta_line = "betavae"
+bootstrap = 50
+"""
+CARDS = [("vae", 0), ("vae", 1), ("betavae-b2", 0)]
+
+
+def models_frame() -> ModelsFrame:
+    """Seven (model, seed) rows: ``robustness:margin`` a monotone function of the control (so that
+    its pairs have no partial ρ), four betavae rows with three values of β."""
+    rows = [("vae", "vae", 0, 1.0), ("vae", "vae", 1, 1.0), ("betavae-b2", "betavae", 0, 2.0),
+            ("betavae-b4", "betavae", 0, 4.0), ("betavae-b8", "betavae", 0, 8.0), ("betavae-b8", "betavae", 1, 8.0),
+            ("ae", "ae", 0, float("nan"))]
+    recon = [100.0, 104.0, 110.0, 121.0, 135.0, 131.0, 90.0]
+    frame = pd.DataFrame({"model": [r[0] for r in rows], "family": [r[1] for r in rows],
+                          "seed": [r[2] for r in rows], "beta": [r[3] for r in rows], "recon_bce": recon,
+                          "mig": [0.05, 0.07, 0.12, 0.2, 0.31, 0.27, 0.01],
+                          "sap": [0.02, 0.05, 0.03, 0.08, 0.06, 0.09, 0.04],
+                          "thesis-fast:as_target": [0.31, 0.27, 0.35, 0.42, 0.4, 0.47, 0.2],
+                          "robustness:margin": [2.0 * r for r in recon]})
+    return ModelsFrame(frame)
+
+
+def write_card(folder: Path, model: str, seed: int) -> None:
+    """A finished report card of 8 examples (``save_card``), its values set by the model seed."""
+    settings = RobustnessSettings(examples=8, radii=(0.5, 1.0), metric_radius=1.0)
+    columns = example_columns(settings)
+    rng = np.random.default_rng(len(model) + 10 * seed)
+    examples = pd.DataFrame({"index": np.arange(8), "label": np.arange(8) % 4,
+                             **{c: rng.uniform(0.2, 2.0, 8) for c in columns}})
+    card = RobustnessCard(examples, summarise(examples, columns, resamples=20), per_class_means(examples, columns),
+                          {"settings": settings.to_dict(), "model": model, "dataset": "mnist", "num_examples": 8})
+    save_card(card, folder, f"robust-vae study {model}")
+
+
+@pytest.fixture(scope="module")
+def analysis_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study folder with the committed study's top-level tables and figures, an ``analysis/``
+    written by ``write_analysis`` and three report cards with their ``cards.csv``."""
+    folder = tmp_path_factory.mktemp("analysis") / "study"
+    folder.mkdir()
+    (folder / "study.toml").write_text(ANALYSIS_STUDY)
+    for name in ("marginals.csv", "seeds.csv", "comparisons.csv"):
+        shutil.copy(STUDY_DIR / name, folder / name)
+    shutil.copytree(STUDY_DIR / "figures", folder / "figures")
+    (folder / "README.md").write_text("# Tiny study\n\nDoes disentanglement predict robustness? See below.\n")
+    analysis = Analysis(disentanglement=("mig", "sap"), robustness=("thesis-fast:as_target", "robustness:margin"),
+                        control="recon_bce", beta_line="betavae", bootstrap=50)
+    made = write_analysis(analysis, models_frame(), folder)
+    statuses = []
+    for model, seed in CARDS:
+        spec = CardSpec(model, seed, folder / CARD_TEMPLATE.format(model=model, seed=seed))
+        write_card(spec.folder, model, seed)
+        statuses.append(CardStatus(spec, "done"))
+    assert write_cards_table(statuses, folder) == folder / "robustness" / "cards.csv"
+    (folder / "results.md").write_text(f"# Results\n\n## Does disentanglement predict robustness?\n\n{made.markdown}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def analysis_page(analysis_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return html.write_html(analysis_study, tmp_path_factory.mktemp("analysis-page") / "study.html")
+
+
 # ------------------------------------------------------------------------- numbers
 def test_run_matrix_table_equals_matrix_csv(pages: dict[str, Path]) -> None:
     page = parse(pages["run"].read_text())
@@ -217,6 +318,112 @@ def test_study_page_indexes_every_run_with_its_command(pages: dict[str, Path]) -
     assert {f"run-{html.slug(row[0])}" for row in rows} <= page.ids  # each run's section is on the page
     assert "README.md: setup and answers" in text and "Is JointVAE less robust" in text
     assert len(page.images) == len(list((STUDY_DIR / "figures").glob("*.png")))
+
+
+# ------------------------------------------------------------------------- a study's analysis and cards
+def test_the_analysis_section_shows_the_correlations_beta_effect_scatters_and_models(
+        analysis_study: Path, analysis_page: Path) -> None:
+    text = analysis_page.read_text()
+    page = parse(text)
+    sections = re.findall(r'<section id="([^"]+)">', text)
+    assert sections[sections.index("answers") + 1] == "analysis"
+    assert "<h2>Does disentanglement predict robustness?</h2>" in text
+    folder = analysis_study / "analysis"
+    correlation = pd.read_csv(folder / "correlation.csv", dtype=str, keep_default_na=False)
+    table = page.tables["table-analysis-correlation"]
+    assert table["header"] == ["disentanglement (x)", "robustness (y)", "models", "ρ [95% CI]",
+                               "partial ρ [95% CI]", "controlling for", "replicates"]
+    assert "sortable" in table["attrs"]["class"] and table["attrs"]["data-source"] == "analysis/correlation.csv"
+    assert table["rows"] == [[r.x, r.y, r.n_models, format_interval(r.rho, r.rho_low, r.rho_high),
+                              format_interval(r.partial_rho, r.partial_low, r.partial_high), r.control or "–",
+                              r.replicates_used] for r in correlation.itertuples()]
+    assert len(table["rows"]) == 4 and any(row[4] == "n/a" and row[5] == "–" for row in table["rows"])
+    assert all(re.fullmatch(r"−?\d\.\d\d \[−?\d\.\d\d, −?\d\.\d\d\]", row[3]) for row in table["rows"])
+    beta = pd.read_csv(folder / "beta-effect.csv", dtype=str, keep_default_na=False)
+    rows = page.tables["table-analysis-beta-effect"]["rows"]
+    assert [row[0] for row in rows] == list(beta["y"]) and len(rows) > 0
+    assert [row[2] for row in rows] == [format_interval(*v) for v in beta[["rho", "rho_low", "rho_high"]].to_numpy()]
+    assert page.tables["table-analysis-models"]["rows"] == csv_rows(folder / "models.csv")[1]
+    scatters = sorted(folder.glob("scatter-*.png"))
+    assert [p.name for p in scatters] == ["scatter-robustness-margin.png", "scatter-thesis-fast-as-target.png"]
+    for path in scatters:  # embedded as the Figures block embeds, and results.md's image links to it
+        assert "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii") in page.images
+        assert f"#fig-analysis-{path.stem}" in page.hrefs and f"fig-analysis-{path.stem}" in page.ids
+    assert "thesis-fast:as_target against the headline disentanglement metric" in text
+    for path in folder.iterdir():  # each file of analysis/ linked
+        assert path.name in {unquote(h).rsplit("/", 1)[-1] for h in page.hrefs}, path.name
+
+
+def test_the_cards_section_has_one_row_per_card_and_each_cards_figures(
+        analysis_study: Path, analysis_page: Path) -> None:
+    page = parse(analysis_page.read_text())
+    cards = pd.read_csv(analysis_study / "robustness" / "cards.csv", dtype=str, keep_default_na=False)
+    table = page.tables["table-robustness-cards"]
+    assert table["header"][:4] == ["model", "seed", "examples", "max damage at r=1"]
+    assert "margin" in table["header"] and "latent acc." not in table["header"]  # no latent classifier
+    assert [row[:3] for row in table["rows"]] == [[m, str(s), "8"] for m, s in CARDS]
+    for row, (model, seed) in zip(table["rows"], CARDS):
+        card = cards[(cards["model"] == model) & (cards["seed"] == str(seed))].set_index("metric")
+        for header, cell in zip(table["header"][3:], row[3:]):
+            metric = {"max damage at r=1": "damage_r1", "margin": "margin", "bound": "margin_bound",
+                      "λ_max": "pullback_lambda_max"}.get(header)
+            if metric is not None:
+                assert cell == interval({k: float(card.loc[metric, k]) for k in ("mean", "low", "high")})
+    for model, seed in CARDS:
+        folder = analysis_study / "robustness" / f"{model}-seed{seed}"
+        anchor = f"card-robustness-{html.slug(folder.name)}"
+        assert anchor in page.ids and f"#{anchor}" in page.hrefs
+        for name in ("damage.png", "margins.png"):
+            assert "data:image/png;base64," + base64.b64encode((folder / name).read_bytes()).decode() in page.images
+    assert len(page.images) == 3 + 2 + 2 * len(CARDS)  # figures/, scatters, cards
+
+
+def test_card_figures_over_the_budget_are_linked_not_embedded(
+        analysis_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(html, "CARD_FIGURES_EMBED_BYTES", 0)
+    out = html.write_html(analysis_study, tmp_path / "page.html")
+    text = out.read_text()
+    page = parse(text)
+    linked = [src for src in page.images if not src.startswith("data:")]
+    assert len(linked) == 2 * len(CARDS) and all((out.parent / unquote(src)).is_file() for src in linked)
+    assert f"{2 * len(CARDS)} figures (" in text and "are linked, not embedded" in text
+
+
+def test_the_analysis_page_lists_each_csv_once_and_links_only_existing_files(
+        analysis_study: Path, analysis_page: Path) -> None:
+    page = parse(analysis_page.read_text())
+    sources = [t["attrs"].get("data-source") for t in page.tables.values()]
+    for name in ("analysis/models.csv", "analysis/correlation.csv", "analysis/beta-effect.csv", "robustness/cards.csv"):
+        assert sources.count(name) == 1, name
+    for table in (t for t in page.tables.values() if "data-verbatim" in t["attrs"]):
+        assert table["rows"] == csv_rows(analysis_study / table["attrs"]["data-source"])[1]
+    for href in page.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in page.ids, href
+        else:
+            assert (analysis_page.parent / unquote(href)).exists(), href
+    assert not [h for h in page.hrefs if h.endswith(".lock")]
+
+
+def test_without_analysis_and_cards_the_study_page_is_unchanged(
+        analysis_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page less its two new sections is the page of the folder without analysis/ and robustness/
+    (results.md left out: its figure links point at the page's scatter figures when shown)."""
+    shutil.copytree(analysis_study, tmp_path / "study")
+    (tmp_path / "study" / "results.md").unlink()
+    monkeypatch.chdir(tmp_path)
+    full = html.render_html("study")
+    shutil.rmtree(tmp_path / "study" / "analysis")
+    shutil.rmtree(tmp_path / "study" / "robustness")
+    plain = html.render_html("study")
+    assert 'id="analysis"' not in plain and 'id="robustness-cards"' not in plain
+    stripped = full
+    for section, title in (("analysis", "Does disentanglement predict robustness?"),
+                           ("robustness-cards", "Robustness report cards")):
+        stripped = stripped.replace(f'<a href="#{section}">{title}</a>', "", 1)
+        stripped, count = re.subn(rf'<section id="{section}">\n.*?</section>\n', "", stripped, count=1, flags=re.S)
+        assert count == 1, section
+    assert stripped == plain
 
 
 # ------------------------------------------------------------------------- safety
@@ -398,4 +605,28 @@ def test_study_page_in_a_browser(browser: Any, pages: dict[str, Path], tmp_path:
     _screenshot(browser, tmp_path, "html-report-study.png")
     _screenshot(browser, tmp_path, "html-report-study-runs.png", at="runs")
     _screenshot(browser, tmp_path, "html-report-study-comparisons.png", at="comparisons")
+    assert _problems(browser) == []
+
+
+def test_analysis_and_cards_in_a_browser(browser: Any, analysis_page: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    _load(browser, analysis_page)
+    assert _problems(browser) == []
+    sizes = browser.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+    assert len(sizes) == 3 + 2 + 2 * len(CARDS) and all(done and width > 0 for done, width in sizes)
+    rho = [float(v) for v in _column(browser, "table-analysis-correlation", 3)]
+    button = browser.find_element(By.CSS_SELECTOR, "#table-analysis-correlation thead th:nth-child(4) button")
+    button.click()
+    assert [float(v) for v in _column(browser, "table-analysis-correlation", 3)] == sorted(rho)
+    button.click()
+    assert [float(v) for v in _column(browser, "table-analysis-correlation", 3)] == sorted(rho, reverse=True)
+    _screenshot(browser, tmp_path, "html-report-analysis.png", at="analysis")
+    card = browser.find_element(By.CSS_SELECTOR, "#table-robustness-cards tbody tr td a")
+    target = card.get_attribute("href").split("#")[1]
+    assert browser.execute_script("return document.getElementById(arguments[0]).open", target) is False
+    card.click()
+    assert browser.execute_script("return document.getElementById(arguments[0]).open", target) is True
+    _screenshot(browser, tmp_path, "html-report-cards.png", at="robustness-cards")
+    _screenshot(browser, tmp_path, "html-report-card.png", at=target)
     assert _problems(browser) == []

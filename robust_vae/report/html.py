@@ -3,14 +3,18 @@
 The page has its CSS and script inline, embeds the folder's figures as base64 PNG and links
 every other file (a study's runs, CSVs) relatively, so it opens from disk with no server and no
 network. Tables show the CSV fields verbatim (rates stored as fractions are shifted to percent
-exactly, with :class:`decimal.Decimal`), sort on a click and colour rate cells. Pages are
+exactly, with :class:`decimal.Decimal`), sort on a click and colour rate cells; a study's
+correlations and report cards are rounded as its ``correlation.md`` and ``card.md`` round them
+("0.42 [0.05, 0.71]"), their cells sorting on the CSV's exact value. Pages are
 rendered by Jinja2 with autoescape on: every value read from a file is escaped; Markdown
 (README.md, results.md, summary.md) goes through markdown-it-py with raw HTML disabled.
 
 Only the folder's files are read (no import above ``report/``): a *run* folder holds
 ``matrix.csv`` or ``cells.csv`` (``robust-vae attack``), a *comparison* folder
 ``comparison.csv`` or ``marginals.csv`` (``robust-vae compare``, ``robust-vae report A B``), a
-*study* folder ``study.toml`` or ``results.md`` (``robust-vae study``).
+*study* folder ``study.toml`` or ``results.md`` (``robust-vae study``); a study's ``analysis/``
+(``[analysis]``: models frame, correlations, β effect, scatter figures) and ``robustness/``
+(``[robustness]``: ``cards.csv`` and one folder per report card) get a section each when present.
 """
 
 from __future__ import annotations
@@ -37,10 +41,13 @@ from markupsafe import Markup
 from robust_vae.core.errors import DataError
 from robust_vae.core.version import __version__
 from robust_vae.report.classes import ClassLabels, for_dataset, from_metadata, shared_classes
+from robust_vae.report.correlation import format_interval
+from robust_vae.report.robustness import HEADLINE, interval
 from robust_vae.report.success import RATE_LABELS
 
 PAGE_NAME = "index.html"
 MAX_EMBED_BYTES = 4_000_000  # a larger PNG is linked relatively instead of embedded
+CARD_FIGURES_EMBED_BYTES = 4_000_000  # report-card figures beyond this, all together, are linked instead
 NOT_A_NUMBER = {"", "-", "–", "n/a", "nan", "NaN", "none", "None"}
 _LEADING_NUMBER = re.compile(r"\s*[<>≤≥]?\s*([-+−]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)")
 _HEAT = ((1.0, 1.0, 1.0), (0.996, 0.878, 0.565), (0.988, 0.553, 0.349), (0.843, 0.188, 0.153), (0.50, 0.0, 0.15))
@@ -286,15 +293,16 @@ def png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def figure(ctx: Context, path: Path) -> Figure:
-    """The PNG at ``path``, embedded as a data URI unless larger than ``MAX_EMBED_BYTES``."""
+def figure(ctx: Context, path: Path, title: str = "", embed: bool = True) -> Figure:
+    """The PNG at ``path``, embedded as a data URI unless larger than ``MAX_EMBED_BYTES`` (or
+    ``embed`` is false); ``title`` by default from its name (``FIGURE_TITLES``)."""
     data = path.read_bytes()
     width, height = png_size(data)
-    embedded = len(data) <= MAX_EMBED_BYTES
+    embedded = embed and len(data) <= MAX_EMBED_BYTES
     src = "data:image/png;base64," + base64.b64encode(data).decode("ascii") if embedded else ctx.href(path)
     name = ctx.name(path)
-    title = (FIGURE_TITLES[path.stem].format(noun=ctx.classes.noun) if path.stem in FIGURE_TITLES
-             else path.stem.replace("-", " ").replace("_", " "))
+    title = title or (FIGURE_TITLES[path.stem].format(noun=ctx.classes.noun) if path.stem in FIGURE_TITLES
+                      else path.stem.replace("-", " ").replace("_", " "))
     return Figure(f"fig-{slug(str(Path(name).with_suffix('')))}", title, src, name, width, height)
 
 
@@ -371,6 +379,7 @@ class Col:
     code: bool = False
     bold_if_apart: bool = False
     split: bool = False  # "a (b)": b on a second line (the cell's text stays "a (b)")
+    show: Callable[..., str] | None = None  # the text from the fields, instead of ``fmt``
 
 
 INTERVAL = "{0} [{1}, {2}]"
@@ -406,7 +415,7 @@ def _cell(record: Mapping[str, str], col: Col) -> Cell:
     if col.bold_if_apart:
         lo, hi = sort_key(values[1]), sort_key(values[2])
         style = "font-weight:700" if lo is not None and hi is not None and (lo > 0 or hi < 0) else ""
-    text, sub = col.fmt.format(*values), ""
+    text, sub = col.show(*values) if col.show else col.fmt.format(*values), ""
     if col.split and " (" in text:
         text, sub = text.split(" (", 1)
         sub = "(" + sub
@@ -543,9 +552,10 @@ def key_facts(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def file_links(ctx: Context, folder: Path) -> Links:
-    """Links to every file of a run folder but HTML pages (so that a page does not list itself)."""
+    """Links to every file of a folder but HTML pages (so that a page does not list itself) and
+    hidden files (a run's ``.lock``)."""
     return Links(tuple((p.name, ctx.href(p)) for p in sorted(folder.iterdir())
-                       if p.is_file() and p.suffix != ".html"))
+                       if p.is_file() and p.suffix != ".html" and not p.name.startswith(".")))
 
 
 def run_sections(ctx: Context) -> list[Section]:
@@ -690,6 +700,185 @@ def _study_csv(ctx: Context, name: str, caption: str, columns: Sequence[Col] | N
                         source=name)]
 
 
+# ------------------------------------------------------------------------- a study's analysis and cards
+ANALYSIS_DIR = "analysis"  # robust_vae.analysis.study_analysis.FOLDER (no import above report/)
+CARDS_DIR = "robustness"  # robust_vae.analysis.study_robustness.FOLDER
+ANALYSIS_CSVS = ("models.csv", "correlation.csv", "beta-effect.csv")
+CARD_CSV_FIELDS = ("model", "seed", "metric", "mean", "low", "high", "n")
+CARD_FIGURES = (("damage.png", "Max damage against the budget r, with the 95 % band"),
+                ("margins.png", "r-robustness margin against Camuto et al.'s lower bound, one point per example"))
+
+
+def _dash(text: str) -> str:
+    return text or "–"
+
+
+def correlation_table(ctx: Context, path: Path, table_id: str, caption: str, pairs: Sequence[Col]) -> Table:
+    """A correlation table (``correlation.csv``, ``beta-effect.csv``): ``pairs`` (the columns naming
+    the pair), models, ρ and (where some row has a control) the partial ρ with their intervals as
+    ``correlation.md`` shows them, bold when the interval excludes 0; sorted on the exact values."""
+    _, records = csv_records(path)
+    cols = [*pairs, Col("models", ("n_models",)),
+            Col("ρ [95% CI]", ("rho", "rho_low", "rho_high"), show=format_interval, bold_if_apart=True)]
+    if any(r.get("control") for r in records):
+        cols += [Col("partial ρ [95% CI]", ("partial_rho", "partial_low", "partial_high"), show=format_interval,
+                     bold_if_apart=True),
+                 Col("controlling for", ("control",), show=_dash)]
+    cols.append(Col("replicates", ("replicates_used",)))
+    return build_table(records, cols, table_id=table_id, caption=caption, source=ctx.name(path),
+                       notes=["ρ in bold: its 95 % interval excludes 0."])
+
+
+def _scatter_titles(folder: Path) -> dict[str, str]:
+    """scatter-<slug(y)>.png stem -> its title, y from correlation.csv."""
+    path = folder / "correlation.csv"
+    ys = [r.get("y", "") for r in csv_records(path)[1]] if path.is_file() else []
+    return {f"scatter-{slug(y)}": f"{y} against the headline disentanglement metric" for y in ys if y}
+
+
+def analysis_figures(ctx: Context) -> Figures | None:
+    """The scatter figures of ``analysis/`` (embedded as the page's other figures)."""
+    folder = ctx.folder / ANALYSIS_DIR
+    paths = sorted(folder.glob("scatter-*.png")) if folder.is_dir() else []
+    titles = _scatter_titles(folder) if paths else {}
+    return Figures(tuple(figure(ctx, p, titles.get(p.stem, "")) for p in paths)) if paths else None
+
+
+def analysis_blocks(ctx: Context, spec: Mapping[str, Any], scatter: Figures | None) -> tuple[Block, ...]:
+    """"Does disentanglement predict robustness?" from ``analysis/`` (``[analysis]``): the correlations,
+    the β effect, the scatter figures, the models frame; () when the study wrote none of them."""
+    folder = ctx.folder / ANALYSIS_DIR
+    if not any((folder / name).is_file() for name in ANALYSIS_CSVS) and scatter is None:
+        return ()
+    settings = spec.get("analysis", {})
+    blocks: list[Block] = [Text(
+        "Spearman rank correlations across the study's models (the rows of analysis/models.csv: one per model "
+        "and seed) between each disentanglement and each robustness metric, with 95 % hierarchical-bootstrap "
+        "intervals (models, then each model's examples); the partial ρ partials out the ranks of the control (by "
+        "default the models' reconstruction error recon_bce). Pairs not computed, and why: results.md.")]
+    if (folder / "correlation.csv").is_file():
+        blocks.append(correlation_table(
+            ctx, folder / "correlation.csv", "analysis-correlation",
+            "Spearman ρ of each disentanglement × robustness pair [95 % CI]",
+            (Col("disentanglement (x)", ("x",)), Col("robustness (y)", ("y",)))))
+    if (folder / "beta-effect.csv").is_file():
+        family = settings.get("beta_line") if isinstance(settings, Mapping) else None
+        blocks.append(correlation_table(
+            ctx, folder / "beta-effect.csv", "analysis-beta-effect",
+            f"β effect: Spearman ρ of each metric against β{f' over the {family} models' if family else ''} "
+            "(all seeds)", (Col("metric", ("y",)),)))
+    if scatter is not None:
+        blocks.append(scatter)
+    if (folder / "models.csv").is_file():
+        blocks.append(Details("analysis/models.csv: the models frame (one row per model and seed)",
+                              (csv_table(ctx, folder / "models.csv", "analysis-models", "Models frame"),)))
+    blocks += other_csvs(ctx, folder, set(ANALYSIS_CSVS), "analysis-")
+    if isinstance(settings, Mapping) and settings:
+        blocks.append(Details("[analysis] in study.toml", (facts_table(
+            flatten(settings), "analysis-settings", "Settings ([analysis] in study.toml)", "study.toml"),)))
+    blocks.append(file_links(ctx, folder))
+    return tuple(blocks)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _card_radius(folder: Path) -> str | None:
+    """The metric radius of a card (``card.json``'s settings) as its damage column names it."""
+    settings = read_json(folder / "card.json").get("settings")
+    radius = settings.get("metric_radius") if isinstance(settings, Mapping) else None
+    return f"{radius:g}" if isinstance(radius, int | float) and not isinstance(radius, bool) else None
+
+
+def card_anchor(ctx: Context, folder: Path) -> str:
+    """The id of a report card's section on a study page."""
+    return "card-" + slug(ctx.name(folder))
+
+
+def cards_table(ctx: Context, path: Path) -> tuple[Table, list[tuple[str, str, Path]]]:
+    """``cards.csv`` (long: one row per card and metric) pivoted: one row per card with the
+    headline means of :data:`robust_vae.report.robustness.HEADLINE` and their intervals (max damage
+    at the cards' metric radius, at every radius when the cards differ in it); and the cards
+    (model, seed, folder), in the file's order."""
+    _, records = csv_records(path)
+    if records and (missing := sorted(set(CARD_CSV_FIELDS) - set(records[0]))):
+        raise DataError(f"{ctx.name(path)} lacks column(s) {missing}: rewrite it with the command that made it")
+    by_card: dict[tuple[str, str], dict[str, Mapping[str, str]]] = {}
+    for r in records:
+        by_card.setdefault((r["model"], r["seed"]), {})[r["metric"]] = r
+    cards = [(model, seed, ctx.folder / CARDS_DIR / f"{model}-seed{seed}") for model, seed in by_card]
+    radii = {_card_radius(folder) for _, _, folder in cards}
+    found = list(dict.fromkeys(m for metrics in by_card.values() for m in metrics))
+    at_radius = [f"damage_r{radius}" for radius in radii if radius is not None] if len(radii) == 1 else []
+    damage = [m for m in at_radius if m in found] or [m for m in found if m.startswith("damage_r")]
+    columns = [(m, f"max damage at r={m.removeprefix('damage_r')}") for c, _ in HEADLINE if c == "damage"
+               for m in damage]
+    columns += [(c, h) for c, h in HEADLINE if c != "damage"]
+    columns = [(m, h) for m, h in columns if m in found]
+    rows = []
+    for (model, seed, folder), metrics in zip(cards, by_card.values()):
+        examples = next(iter(metrics.values()))["n"]
+        cells = [Cell(model, href="#" + card_anchor(ctx, folder) if folder.is_dir() else ""),
+                 Cell(seed, sort_key(seed)), Cell(examples, sort_key(examples))]
+        for metric, _ in columns:
+            value = metrics.get(metric)
+            if value is None:
+                cells.append(Cell("–"))
+                continue
+            text, _, rest = interval({k: _number(value[k]) for k in ("mean", "low", "high")}).partition(" ")
+            cells.append(Cell(text, sort_key(value["mean"]), sub=rest))
+        rows.append(Row(tuple(cells)))
+    table = Table("robustness-cards", "Report cards: mean over each card's examples [95 % bootstrap interval]",
+                  ("model", "seed", "examples", *(h for _, h in columns)), tuple(rows), ctx.name(path),
+                  notes=("Every metric with its interval, and the class means: each card's card.md below.",))
+    return table, cards
+
+
+def card_details(ctx: Context, model: str, seed: str, folder: Path, embed: bool) -> Details:
+    """One report card, collapsed: its damage and margin figures, card.md and files."""
+    blocks: list[Block] = []
+    shown = [figure(ctx, folder / name, title, embed) for name, title in CARD_FIGURES if (folder / name).is_file()]
+    if shown:
+        blocks.append(Figures(tuple(shown)))
+    if (folder / "card.md").is_file():
+        blocks.append(markdown(ctx, folder / "card.md"))
+    blocks.append(file_links(ctx, folder))
+    return Details(f"{model} seed {seed}: {ctx.name(folder)}", tuple(blocks), id=card_anchor(ctx, folder))
+
+
+def cards_blocks(ctx: Context, spec: Mapping[str, Any]) -> tuple[Block, ...]:
+    """"Robustness report cards" from ``robustness/`` (``[robustness]``): one row per card, then each
+    card's figures and card.md; () without ``cards.csv``. The cards' figures are embedded while they
+    total at most :data:`CARD_FIGURES_EMBED_BYTES`, else linked."""
+    folder = ctx.folder / CARDS_DIR
+    if not (folder / "cards.csv").is_file():
+        return ()
+    table, cards = cards_table(ctx, folder / "cards.csv")
+    blocks: list[Block] = [Text(
+        "Classifier-free report cards (robust-vae robustness) of the study's models, one per model seed, each in "
+        "robustness/<model>-seed<S>/: means over its test examples with 95 % percentile-bootstrap intervals."),
+        table]
+    pngs = [f / name for _, _, f in cards for name, _ in CARD_FIGURES if (f / name).is_file()]
+    size = sum(p.stat().st_size for p in pngs)
+    embed = size <= CARD_FIGURES_EMBED_BYTES
+    if not embed:
+        blocks.append(Text(f"The cards' {len(pngs)} figures ({size / 1e6:.1f} MB) are linked, not embedded, to keep "
+                           "this page small: they load from the card folders next to it."))
+    blocks += [card_details(ctx, model, seed, f, embed) for model, seed, f in cards if f.is_dir()]
+    blocks += other_csvs(ctx, folder, {"cards.csv"}, "robustness-")
+    settings = spec.get("robustness", {})
+    if isinstance(settings, Mapping) and settings:
+        blocks.append(Details("[robustness] in study.toml", (facts_table(
+            flatten(settings), "robustness-settings", "Settings ([robustness] in study.toml; defaults for the keys "
+            "it lacks)", "study.toml"),)))
+    blocks.append(file_links(ctx, folder))
+    return tuple(blocks)
+
+
 def study_sections(ctx: Context, spec: Mapping[str, Any]) -> list[Section]:
     """A study page: setup, the README's answers, runs, marginals, comparisons, attacks, figures, runs."""
     folder, head = ctx.folder, spec.get("study", {})
@@ -699,12 +888,15 @@ def study_sections(ctx: Context, spec: Mapping[str, Any]) -> list[Section]:
     setup.append(facts_table(flatten({k: v for k, v in head.items() if k not in ("name", "description")}),
                              "study-settings", "Settings ([study] in study.toml)", "study.toml"))
     shown = figures_in(ctx, folder / "figures") if (folder / "figures").is_dir() else None
-    anchors = {(folder / "figures" / Path(f.file).name).resolve(): f.id for f in shown.items} if shown else {}
+    scatter = analysis_figures(ctx)
+    anchors = {(folder / f.file).resolve(): f.id for f in (*(shown.items if shown else ()),
+                                                          *(scatter.items if scatter else ()))}
     runs = study_runs(folder, spec)
     sections = [
         Section("setup", "Setup", tuple(setup)),
         Section("answers", "README.md: setup and answers", (markdown(ctx, folder / "README.md", anchors),)
                 if (folder / "README.md").is_file() else ()),
+        Section("analysis", "Does disentanglement predict robustness?", analysis_blocks(ctx, spec, scatter)),
         Section("runs", "Runs", (runs_index(ctx, runs),) if runs else ()),
         Section("marginals", "Marginals", tuple(
             [with_key(t, ctx.classes) for t in _study_csv(
@@ -716,6 +908,7 @@ def study_sections(ctx: Context, spec: Mapping[str, Any]) -> list[Section]:
             _study_csv(ctx, "attacks.csv", "Overall success per attack (seed 0), %", ATTACK_COLUMNS)
             + _study_csv(ctx, "attacks-comparisons.csv", "Each attack against the baseline, and the models "
                          "under each attack"))),
+        Section("robustness-cards", "Robustness report cards", cards_blocks(ctx, spec)),
         Section("figures", "Figures", (shown,) if shown else ()),
         Section("run-details", "Every run", tuple(run_details(ctx, p) for p in runs)),
     ]
