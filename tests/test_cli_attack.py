@@ -275,6 +275,11 @@ def test_evaluate_reproduces_the_card(env: dict[str, str], small_zoo: Path) -> N
     card = json.loads((small_zoo / "mnist" / "vae-seed0.json").read_text())
     assert printed["card_metrics"] == card["metrics"]
     assert printed["metrics"]["recon_accuracy"] == card["metrics"]["recon_accuracy"]
+    assert printed["metrics"]["recon_confusion"] == card["metrics"]["recon_confusion"]
+    table = run_cli(["evaluate", "--model", "vae", "--dataset", "mnist"], env).stdout.splitlines()
+    accuracies = [float(line.split()[-1]) for line in table if line[:1].isdigit()]
+    confusion = np.array(card["metrics"]["recon_confusion"])
+    np.testing.assert_allclose(accuracies, np.diag(confusion) / confusion.sum(axis=1), atol=5e-5)
     for key in ("recon_bce", "elbo", "kl_gaussian", "kl_categorical"):
         assert printed["metrics"][key] == pytest.approx(card["metrics"][key], rel=1e-4), key
     np.testing.assert_allclose(printed["metrics"]["kl_per_dim"], card["metrics"]["kl_per_dim"], rtol=1e-3, atol=1e-5)

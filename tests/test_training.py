@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from robust_vae.data import Dataset
+from robust_vae.data import Dataset, load_dataset
 from robust_vae.models import get_family
 from robust_vae.training import vae as training
 from robust_vae.training.vae import checkpoint_dir, train_vae
@@ -62,6 +63,12 @@ def test_train_writes_weights_and_card(zoo_env: Path, tmp_path: Path, monkeypatc
     assert len(metrics["kl_per_dim"]) == 10
     assert all(v >= 0 for v in metrics["kl_per_dim"])
     assert 0.0 <= metrics["recon_accuracy"] <= 1.0
+    # the confusion of reconstructions: rows are the test images' classes, its diagonal the accuracy
+    confusion = np.array(metrics["recon_confusion"])
+    test_labels = load_dataset("mnist", "test").labels.numpy()
+    assert confusion.shape == (10, 10)
+    assert confusion.sum(axis=1).tolist() == np.bincount(test_labels, minlength=10).tolist()
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["recon_accuracy"], abs=1e-12)
     assert 0 < metrics["recon_bce"] < 1024 * 0.7  # better than predicting 0.5 everywhere
     assert metrics["elbo"] < 0 and -metrics["elbo"] >= metrics["recon_bce"] * 0.5
     assert any("wrote" in line for line in logs)

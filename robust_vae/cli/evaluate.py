@@ -8,6 +8,7 @@ from typing import Any
 
 from robust_vae.cli.options import add_common
 from robust_vae.data import load_dataset_at
+from robust_vae.report.classes import ClassLabels, for_dataset
 from robust_vae.training import evaluate_vae
 from robust_vae.zoo import find_card, load_classifier_with_card, load_model, update_card
 
@@ -29,7 +30,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     card = find_card(args.model, args.dataset, args.seed)
     classifier, classifier_card = load_classifier_with_card(args.dataset, device=args.device,
                                                            image_shape=model.image_shape)
-    test = load_dataset_at(args.dataset, "test", model.image_shape, args.data_dir, what=args.model)
+    # the test sample the card was evaluated on (e.g. dSprites' whole test split: samples=0)
+    test = load_dataset_at(args.dataset, "test", model.image_shape, args.data_dir, what=args.model,
+                           options=card.data.get("dataset_options"))
     metrics = evaluate_vae(model, test, classifier, step=card.data.get("steps"))
     if args.update_card:
         update_card(card, metrics=metrics,
@@ -46,6 +49,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             old = stored.get(key)
             old_text = f"{old:14.4f}" if isinstance(old, float) else f"{'-':>14}"
             print(f"{key:<18}{value:14.4f}{old_text}")
+    if "recon_confusion" in metrics:
+        print()
+        print(confusion_text(metrics["recon_confusion"], for_dataset(args.dataset)))
     return 0
+
+
+def confusion_text(confusion: list[list[int]], classes: ClassLabels) -> str:
+    """The reconstruction confusion as a table: one row per class of the test images, the counts of
+    the classes the classifier gives their reconstructions, and the row's accuracy."""
+    names = [classes.name(k) for k in range(len(confusion))]
+    width = max(12, *(len(n) + 2 for n in names))
+    lines = [f"{'reconstructions of':<{width}}" + "".join(f"{n:>{width}}" for n in names) + f"{'accuracy':>{width}}"]
+    for k, row in enumerate(confusion):
+        accuracy = row[k] / sum(row) if sum(row) else float("nan")
+        lines.append(f"{names[k]:<{width}}" + "".join(f"{c:>{width}}" for c in row) + f"{accuracy:>{width}.4f}")
+    return "\n".join(lines)
 
 

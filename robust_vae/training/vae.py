@@ -102,7 +102,9 @@ def evaluate_vae(
     recon_bce: BCE of the deterministic reconstruction, summed over pixels, mean over images;
     kl_per_dim: mean KL of each Gaussian dimension; kl_categorical; elbo: one-sample estimate
     (nats per image); objective: the family's training objective at ``step``;
-    recon_accuracy: the classifier's accuracy on deterministic reconstructions; family_metrics
+    recon_accuracy: the classifier's accuracy on deterministic reconstructions, and
+    recon_confusion (K × K counts: row = the image's class, column = the class the classifier gives
+    its reconstruction), which says which class a model's reconstructions lose; family_metrics
     (only for a family that has any): the test-set mean of each family-specific term of its
     objective (β-TCVAE's MI, TC and dimension-wise KL, FactorVAE's discriminator TC, σ-VAE's σ²,
     ...) and its :meth:`card_state` (ControlVAE's β).
@@ -116,6 +118,7 @@ def evaluate_vae(
     sums: dict[str, Any] = {"recon_bce": 0.0, "elbo": 0.0, "objective": 0.0, "kl_c": 0.0, "correct": 0}
     kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64)
     family_sums: dict[str, float] = {}
+    confusion: torch.Tensor | None = None
     for start in range(0, n, batch_size):
         x = test.images[start:start + batch_size].to(device)
         y = test.labels[start:start + batch_size].to(device)
@@ -135,7 +138,11 @@ def evaluate_vae(
         sums["elbo"] -= (terms["recon"] + terms["kl_z"] + terms["kl_c"]).item() * rows
         sums["objective"] += model.objective(model.weighted_terms(terms), total_steps, total_steps).item() * rows
         if classifier is not None:
-            sums["correct"] += (classifier(recon).argmax(-1) == y).sum().item()
+            predicted = classifier(recon).argmax(-1)
+            sums["correct"] += (predicted == y).sum().item()
+            classes = int(test.num_classes)
+            counts = torch.bincount((y * classes + predicted).cpu(), minlength=classes * classes)
+            confusion = counts if confusion is None else confusion + counts
     torch.set_rng_state(generator_state)
     metrics: dict[str, Any] = {
         "recon_bce": sums["recon_bce"] / n,
@@ -147,6 +154,9 @@ def evaluate_vae(
     }
     if classifier is not None:
         metrics["recon_accuracy"] = sums["correct"] / n
+        if confusion is not None:
+            classes = int(test.num_classes)
+            metrics["recon_confusion"] = confusion.reshape(classes, classes).tolist()
     family_metrics = {name: total / n for name, total in family_sums.items()} | model.card_state()
     if family_metrics:
         metrics["family_metrics"] = family_metrics
