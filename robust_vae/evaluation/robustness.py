@@ -393,9 +393,10 @@ def card_progress(folder: Path, fingerprint: Mapping[str, Any]) -> CardProgress:
     """The state of the card folder ``folder`` for the full ``fingerprint`` (:func:`card_fingerprint`),
     by the check :func:`robustness_card` makes before it computes (:meth:`RunStore.differences`):
     a folder of another configuration's units is a conflict, one without units is new, and a
-    finished card (``card.json`` of these settings over every unit) is done."""
+    finished card (``card.json`` of these settings and every card file) is done, also without its
+    ``progress/`` units: they are resume data, not committed with the card."""
     store = RunStore(folder)
-    if not store.has_results():
+    if not store.has_results() and not (folder / "card.json").is_file():
         return CardProgress("new")
     try:
         differs = store.differences(dict(fingerprint))
@@ -411,7 +412,7 @@ def card_progress(folder: Path, fingerprint: Mapping[str, Any]) -> CardProgress:
     settings = json.loads(json.dumps(fingerprint.get("settings")))
     finished = isinstance(record, dict) and record.get("settings") == settings \
         and isinstance(record.get("num_examples"), int) and all((folder / f).is_file() for f in CARD_FILES)
-    if finished and units >= math.ceil(record["num_examples"] / settings["unit_size"]):
+    if finished:
         return CardProgress("done", units_done=units)
     return CardProgress("partial", f"{units} unit(s) saved", units_done=units)
 

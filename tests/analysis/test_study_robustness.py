@@ -5,6 +5,7 @@ VAE, and the ``[analysis]`` frame reading ``robustness:margin`` from it."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -240,4 +241,8 @@ def test_a_card_state_follows_its_fingerprint_and_latent_classifier(
     assert state()[0] == "conflict" and "differs in: latent_classifier_sha256" in state()[1]
     lay_out({**plain, "latent_classifier_sha256": "abc"})
     (folder / "progress" / "unit-00001.npz").unlink()
-    assert state() == ("partial", "1 unit(s) saved")
+    assert state() == ("done", "")  # a finished card stands without its resume units
+    shutil.rmtree(folder / "progress")  # as in a clean checkout: progress/ is not committed
+    assert state() == ("done", "")
+    (folder / "card.json").unlink()
+    assert state() == ("new", "")  # nothing to resume from and no card
