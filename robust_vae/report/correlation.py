@@ -234,6 +234,9 @@ def model_points(frame: pd.DataFrame, x: str, y: str, family_column: str = "fami
                          y: grouped[y].mean().reindex(family.index).to_numpy(dtype=float)})
 
 
+LOG_SPAN = 30.0  # a positive y with max/min at least this is drawn on a log axis (about 1.5 decades)
+
+
 def plot_correlation_scatter(frame: pd.DataFrame, x: str, y: str, path: str | Path, family_column: str = "family",
                              model_column: str = "model", fit: LineFit | bool | None = None,
                              replicates: int = 1000, seed: int = 0, annotate: bool = True,
@@ -245,6 +248,8 @@ def plot_correlation_scatter(frame: pd.DataFrame, x: str, y: str, path: str | Pa
     True fits a least-squares line over the model points with a 95 % band from ``replicates``
     bootstrap resamples of them (:func:`least_squares_fit`, seeded by ``seed``); a
     :class:`LineFit` is drawn as given; False draws no line. Axis labels are the column names.
+    A y spanning a factor of 30 or more, all positive (e.g. the pullback metric's
+    λ_max), is drawn on a log axis and fitted as log10 y, so one model does not flatten the rest.
     """
     models = model_points(frame, x, y, family_column, model_column)
     if models.empty:
@@ -265,20 +270,29 @@ def plot_correlation_scatter(frame: pd.DataFrame, x: str, y: str, path: str | Pa
         for name, x_value, y_value in zip(models[model_column], models[x], models[y]):  # any column name
             ax.annotate(str(name), (x_value, y_value), fontsize=6, xytext=(3, 3), textcoords="offset points",
                         color="0.3")
-    line = (least_squares_fit(models[x].to_numpy(), models[y].to_numpy(), replicates, seed)
+    y_values = models[y].to_numpy(dtype=float)
+    log_y = bool(np.all(y_values > 0) and y_values.max() >= LOG_SPAN * y_values.min())
+    fitted = np.log10(y_values) if log_y else y_values
+    line = (least_squares_fit(models[x].to_numpy(), fitted, replicates, seed)
             if fit is None or fit is True else (fit if isinstance(fit, LineFit) else None))
     note = ""
     if line is not None:
-        ax.plot(line.grid, line.intercept + line.slope * line.grid, color="0.2", lw=1.2, zorder=2,
+        def shown(values: np.ndarray) -> np.ndarray:
+            return np.power(10.0, values) if log_y else values
+
+        ax.plot(line.grid, shown(line.intercept + line.slope * line.grid), color="0.2", lw=1.2, zorder=2,
                 label="_fit")
         if np.all(np.isfinite(line.low)) and np.all(np.isfinite(line.high)):
-            ax.fill_between(line.grid, line.low, line.high, color="0.5", alpha=0.2, linewidth=0, label="_band")
-        note = "line: least squares over models, band: 95 % bootstrap"
+            ax.fill_between(line.grid, shown(line.low), shown(line.high), color="0.5", alpha=0.2, linewidth=0,
+                            label="_band")
+        note = f"line: least squares{' of log10 y' if log_y else ''} over models, band: 95 % bootstrap"
+    if log_y:
+        ax.set_yscale("log")
     ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title if title is not None else f"{y} against {x}", fontsize=10, loc="left")
+    ax.set_ylabel(y + (" (log scale)" if log_y else ""))
+    ax.set_title(title if title is not None else f"{y} against {x}", fontsize=10, loc="left", pad=12)
     if note:
-        ax.set_title(note, fontsize=6, color="0.4", loc="right")
+        ax.text(0.0, 1.01, note, transform=ax.transAxes, fontsize=6, color="0.4", va="bottom", ha="left")
     ax.grid(alpha=0.3)
     ax.legend(title=family_column, fontsize=8, title_fontsize=8)
     save_figure(fig, path)

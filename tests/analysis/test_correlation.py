@@ -219,3 +219,18 @@ def test_scatter_is_written_with_one_legend_entry_per_family(tmp_path) -> None:
     assert pixels.std() > 0.05  # not blank
     coloured = np.abs(pixels - pixels.mean(axis=-1, keepdims=True)).max(axis=-1) > 0.15
     assert coloured.sum() > 200  # the family colours are drawn
+
+
+def test_scatter_of_a_heavy_tailed_metric_uses_a_log_axis(tmp_path) -> None:
+    # λ_max-like values over three orders of magnitude: log axis, and the line fitted to log10 y
+    frame = pd.DataFrame({"model": [f"m{i}" for i in range(6)], "family": ["vae"] * 6, "seed": [0] * 6,
+                          "mig": np.linspace(0.0, 0.5, 6), "lam": 10.0 ** np.array([3.6, 3.1, 2.4, 2.0, 1.2, 0.9])})
+    fig = plot_correlation_scatter(frame, "mig", "lam", tmp_path / "log.png", replicates=100)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "lam (log scale)"
+    fit_x, fit_y = ax.lines[0].get_data()
+    slope, intercept = np.polyfit(frame["mig"], np.log10(frame["lam"]), 1)
+    np.testing.assert_allclose(np.log10(fit_y), intercept + slope * np.asarray(fit_x), rtol=1e-9, atol=1e-9)
+    linear = plot_correlation_scatter(frame.assign(lam=frame["lam"] - 500), "mig", "lam", tmp_path / "lin.png",
+                                      replicates=100)
+    assert linear.axes[0].get_yscale() == "linear"  # a non-positive value keeps the linear axis
