@@ -29,7 +29,13 @@ import pytest
 
 from robust_vae.analysis.models_frame import ModelsFrame
 from robust_vae.analysis.study_analysis import Analysis, write_analysis
-from robust_vae.analysis.study_robustness import CARD_TEMPLATE, CardSpec, CardStatus, write_cards_table
+from robust_vae.analysis.study_robustness import (
+    CARD_TEMPLATE,
+    CardSpec,
+    CardStatus,
+    card_summaries,
+    write_cards_table,
+)
 from robust_vae.cli.app import main
 from robust_vae.core.errors import DataError
 from robust_vae.evaluation.robustness import (
@@ -252,7 +258,7 @@ def analysis_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
         spec = CardSpec(model, seed, folder / CARD_TEMPLATE.format(model=model, seed=seed))
         write_card(spec.folder, model, seed)
         statuses.append(CardStatus(spec, "done"))
-    assert write_cards_table(statuses, folder) == folder / "robustness" / "cards.csv"
+    assert write_cards_table(card_summaries(statuses), folder) == folder / "robustness" / "cards.csv"
     (folder / "results.md").write_text(f"# Results\n\n## Does disentanglement predict robustness?\n\n{made.markdown}")
     return folder
 

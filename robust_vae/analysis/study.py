@@ -110,6 +110,7 @@ from robust_vae.analysis.study_robustness import (
     CardSpec,
     CardStatus,
     RobustnessPlan,
+    card_summaries,
     cards_markdown,
     cards_status,
     make_missing_cards,
@@ -522,10 +523,11 @@ def report(study: Study, statuses: Sequence[RunStatus], log: Any = print,
         _report_attack_strength(rep, study.attack_strength)
     if study.robustness is not None:
         card_statuses = robustness_status(study) if cards is None else cards
-        table = write_cards_table(card_statuses, study.out_dir)
+        summaries = card_summaries(card_statuses)  # each finished card's files, read once
+        table = write_cards_table(summaries, study.out_dir)
         if table is not None:
             rep.note(table)
-        rep.parts["robustness_md"] = cards_markdown(study.robustness, card_statuses, study.out_dir)
+        rep.parts["robustness_md"] = cards_markdown(study.robustness, card_statuses, summaries, study.out_dir)
     if study.analysis is not None:
         _report_analysis(rep, study.analysis, done)
     results = results_markdown(study, statuses, rep.parts)

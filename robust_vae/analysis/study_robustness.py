@@ -266,7 +266,10 @@ def make_missing_cards(plan: RobustnessPlan, statuses: Sequence[CardStatus], dat
 
 
 # ----------------------------------------------------------------------------- reporting
-def card_summaries(statuses: Sequence[CardStatus]) -> dict[CardSpec, tuple[pd.DataFrame, dict[str, Any]]]:
+Summaries = dict[CardSpec, tuple[pd.DataFrame, dict[str, Any]]]  # spec -> (summary.csv, card.json)
+
+
+def card_summaries(statuses: Sequence[CardStatus]) -> Summaries:
     """spec -> (summary.csv, card.json) of every finished card, in order (an unreadable one is left out)."""
     found = {}
     for st in statuses:
@@ -278,10 +281,10 @@ def card_summaries(statuses: Sequence[CardStatus]) -> dict[CardSpec, tuple[pd.Da
     return found
 
 
-def write_cards_table(statuses: Sequence[CardStatus], out: Path) -> Path | None:
-    """``out/robustness/cards.csv``: every summary metric of every finished card (long format:
-    model, seed, metric, mean, low, high, n); None when no card is finished."""
-    summaries = card_summaries(statuses)
+def write_cards_table(summaries: Summaries, out: Path) -> Path | None:
+    """``out/robustness/cards.csv``: every summary metric of every finished card (``summaries``:
+    :func:`card_summaries`; long format: model, seed, metric, mean, low, high, n); None when no
+    card is finished."""
     if not summaries:
         return None
     frame = pd.concat([summary.assign(model=spec.model, seed=spec.seed) for spec, (summary, _) in summaries.items()])
@@ -291,10 +294,10 @@ def write_cards_table(statuses: Sequence[CardStatus], out: Path) -> Path | None:
     return path
 
 
-def cards_markdown(plan: RobustnessPlan, statuses: Sequence[CardStatus], root: Path) -> str:
-    """results.md's section: the settings, one row per card, the means of the finished ones."""
+def cards_markdown(plan: RobustnessPlan, statuses: Sequence[CardStatus], summaries: Summaries, root: Path) -> str:
+    """results.md's section: the settings, one row per card, the means of the finished ones
+    (``summaries``: :func:`card_summaries` of ``statuses``)."""
     rows = []
-    summaries = card_summaries(statuses)
     for st in statuses:
         record = summaries.get(st.spec, (None, {}))[1]
         rows.append([st.spec.model, str(st.spec.seed), st.state, str(record.get("num_examples", "")),

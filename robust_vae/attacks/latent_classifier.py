@@ -200,13 +200,20 @@ def cache_stem(fingerprint: str, config: LatentClassifierConfig) -> str:
     return f"{fingerprint[:16]}-{digest[:12]}"
 
 
+def cache_entry(model: nn.Module, dataset: str, config: LatentClassifierConfig,
+                cache_dir: str | Path | None = None) -> tuple[Path, str]:
+    """The cache card path (``.json``; the weights are the ``.safetensors`` beside it) of ``model``'s
+    latent classifier under ``config``, and the model's fingerprint."""
+    fingerprint = model_fingerprint(model)
+    return cache_folder(dataset, cache_dir) / f"{cache_stem(fingerprint, config)}.json", fingerprint
+
+
 def cached_latent_classifier(model: nn.Module, dataset: str = "mnist", config: LatentClassifierConfig | None = None,
                              *, cache_dir: str | Path | None = None) -> tuple[LatentClassifier, Card] | None:
     """The latent classifier of ``model`` and its card if the cache holds a usable one, else None:
     nothing is trained (the check of :func:`latent_classifier_for`, on the CPU)."""
     config = config or LatentClassifierConfig()
-    fingerprint = model_fingerprint(model)
-    card_path = cache_folder(dataset, cache_dir) / f"{cache_stem(fingerprint, config)}.json"
+    card_path, fingerprint = cache_entry(model, dataset, config, cache_dir)
     if not card_path.exists():
         return None
     return _load_cached(card_path, fingerprint, config)[0]
@@ -227,10 +234,8 @@ def latent_classifier_for(
     no longer match their card is retrained and overwritten (the cache is regenerable).
     """
     config = config or LatentClassifierConfig()
-    fingerprint = model_fingerprint(model)
-    folder = cache_folder(dataset, cache_dir)
-    weights = folder / f"{cache_stem(fingerprint, config)}.safetensors"
-    card_path = weights.with_suffix(".json")
+    card_path, fingerprint = cache_entry(model, dataset, config, cache_dir)
+    weights = card_path.with_suffix(".safetensors")
     device = model_device(model)
     if card_path.exists():
         cached, problem = _load_cached(card_path, fingerprint, config)

@@ -381,8 +381,9 @@ def zoo_card_fingerprint(name: str, dataset: str, model_seed: int, settings: Rob
 @dataclass(frozen=True)
 class CardProgress:
     """Where a card folder stands against a fingerprint (:func:`card_progress`): ``done`` (every
-    unit and :data:`CARD_FILES` of that configuration), ``partial`` (some units), ``new``
-    (nothing computed) or ``conflict`` (another configuration's units; ``reason`` says how)."""
+    file of :data:`CARD_FILES`, ``card.json`` of that configuration's settings), ``partial`` (some
+    units, no finished card), ``new`` (nothing computed) or ``conflict`` (another configuration's
+    units; ``reason`` says how)."""
 
     state: str
     reason: str = ""

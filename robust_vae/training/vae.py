@@ -118,7 +118,8 @@ def evaluate_vae(
     sums: dict[str, Any] = {"recon_bce": 0.0, "elbo": 0.0, "objective": 0.0, "kl_c": 0.0, "correct": 0}
     kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64)
     family_sums: dict[str, float] = {}
-    confusion: torch.Tensor | None = None
+    classes = int(test.num_classes) if classifier is not None else 0
+    confusion = torch.zeros(classes * classes, dtype=torch.int64)  # flattened (true, predicted) counts
     for start in range(0, n, batch_size):
         x = test.images[start:start + batch_size].to(device)
         y = test.labels[start:start + batch_size].to(device)
@@ -140,9 +141,7 @@ def evaluate_vae(
         if classifier is not None:
             predicted = classifier(recon).argmax(-1)
             sums["correct"] += (predicted == y).sum().item()
-            classes = int(test.num_classes)
-            counts = torch.bincount((y * classes + predicted).cpu(), minlength=classes * classes)
-            confusion = counts if confusion is None else confusion + counts
+            confusion += torch.bincount((y * classes + predicted).cpu(), minlength=classes * classes)
     torch.set_rng_state(generator_state)
     metrics: dict[str, Any] = {
         "recon_bce": sums["recon_bce"] / n,
@@ -154,9 +153,7 @@ def evaluate_vae(
     }
     if classifier is not None:
         metrics["recon_accuracy"] = sums["correct"] / n
-        if confusion is not None:
-            classes = int(test.num_classes)
-            metrics["recon_confusion"] = confusion.reshape(classes, classes).tolist()
+        metrics["recon_confusion"] = confusion.reshape(classes, classes).tolist()
     family_metrics = {name: total / n for name, total in family_sums.items()} | model.card_state()
     if family_metrics:
         metrics["family_metrics"] = family_metrics
