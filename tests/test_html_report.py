@@ -54,6 +54,10 @@ from robust_vae.report.success import marginals, matrix_strings, plot_heatmaps
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / "reports" / "mnist" / "jointvae" / "thesis-fast"
 STUDY_DIR = REPO / "reports" / "mnist" / "study"
+# The committed pages of the disentanglement-against-robustness studies (issue "Does disentanglement
+# predict robustness?"); each is rerendered and compared, and loaded in the browser.
+ANALYSIS_STUDIES = {"dsprites-study": REPO / "reports" / "dsprites" / "study",
+                    "mnist-families": REPO / "reports" / "mnist" / "families"}
 ARTIFACTS = REPO / "build" / "test-artifacts"
 EVIL = '<script>alert("x")</script> & \'quoted\''
 
@@ -489,7 +493,8 @@ def test_cli_report_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "holds no run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("folder", [RUN_DIR, STUDY_DIR], ids=["run", "study"])
+@pytest.mark.parametrize("folder", [RUN_DIR, STUDY_DIR, *ANALYSIS_STUDIES.values()],
+                         ids=["run", "study", *ANALYSIS_STUDIES])
 def test_committed_page_is_current(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The committed page is what `robust-vae report --html <folder>` writes from the repository root."""
     command = f"robust-vae report --html {folder.relative_to(REPO)}"
@@ -635,4 +640,26 @@ def test_analysis_and_cards_in_a_browser(browser: Any, analysis_page: Path, tmp_
     assert browser.execute_script("return document.getElementById(arguments[0]).open", target) is True
     _screenshot(browser, tmp_path, "html-report-cards.png", at="robustness-cards")
     _screenshot(browser, tmp_path, "html-report-card.png", at=target)
+    assert _problems(browser) == []
+
+
+@pytest.mark.parametrize("folder", ANALYSIS_STUDIES.values(), ids=ANALYSIS_STUDIES.keys())
+def test_committed_analysis_study_page_in_a_browser(browser: Any, folder: Path, tmp_path: Path) -> None:
+    """The committed page loads with no console error or failed request, every image decodes, and
+    the runs and correlation tables sort on a click."""
+    from selenium.webdriver.common.by import By
+
+    page = folder / html.PAGE_NAME
+    _load(browser, page)
+    assert _problems(browser) == []
+    sizes = browser.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+    embedded = len(re.findall(r"<img\b", page.read_text()))
+    assert len(sizes) == embedded > 0 and all(done and width > 0 for done, width in sizes)
+    for table, column in (("table-runs", 6), ("table-analysis-correlation", 3)):
+        values = [float(v) for v in _column(browser, table, column)]
+        button = browser.find_element(By.CSS_SELECTOR, f"#{table} thead th:nth-child({column + 1}) button")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)  # clear of the sticky contents bar
+        button.click()
+        assert [float(v) for v in _column(browser, table, column)] == sorted(values)
+    _screenshot(browser, tmp_path, f"html-report-{folder.parent.name}-{folder.name}.png", at="analysis")
     assert _problems(browser) == []

@@ -234,7 +234,37 @@ def model_points(frame: pd.DataFrame, x: str, y: str, family_column: str = "fami
                          y: grouped[y].mean().reindex(family.index).to_numpy(dtype=float)})
 
 
-LOG_SPAN = 30.0  # a positive y with max/min at least this is drawn on a log axis (about 1.5 decades)
+LOG_SPAN = 30.0  # a positive axis with max/min at least this (about 1.5 decades) ...
+MARGIN = 0.08  # of the points' range (in log10 on a log axis), around them
+
+
+SKEW = 0.2  # ... and the median in the lowest fifth of the range: bunched at the low end, a few far above
+
+
+def _wants_log(values: np.ndarray) -> bool:
+    """Whether the points (n,) call for a log axis: all positive, spanning LOG_SPAN or more, and
+    heavy-tailed (median below min + SKEW·range; evenly spread values keep a linear axis)."""
+    if not (np.all(values > 0) and values.max() >= LOG_SPAN * values.min()):
+        return False
+    low, high = float(values.min()), float(values.max())
+    return bool(np.median(values) < low + SKEW * (high - low))
+
+
+def _scaled(values: np.ndarray, log: bool) -> np.ndarray:
+    return np.log10(values) if log else values
+
+
+def _unscaled(values: np.ndarray, log: bool) -> np.ndarray:
+    return np.power(10.0, values) if log else values
+
+
+def _limits(values: np.ndarray, log: bool) -> tuple[float, float]:
+    """Axis limits holding every finite value of (n,) with a MARGIN of their range each side (in
+    log10 on a log axis); a single value gets ±5 % of itself (±0.05 at zero)."""
+    scaled = _scaled(values[np.isfinite(values)], log)
+    low, high = float(scaled.min()), float(scaled.max())
+    pad = MARGIN * (high - low) if high > low else (0.05 * abs(low) or 0.05)
+    return float(_unscaled(np.array(low - pad), log)), float(_unscaled(np.array(high + pad), log))
 
 
 def plot_correlation_scatter(frame: pd.DataFrame, x: str, y: str, path: str | Path, family_column: str = "family",
@@ -248,8 +278,11 @@ def plot_correlation_scatter(frame: pd.DataFrame, x: str, y: str, path: str | Pa
     True fits a least-squares line over the model points with a 95 % band from ``replicates``
     bootstrap resamples of them (:func:`least_squares_fit`, seeded by ``seed``); a
     :class:`LineFit` is drawn as given; False draws no line. Axis labels are the column names.
-    A y spanning a factor of 30 or more, all positive (e.g. the pullback metric's
-    λ_max), is drawn on a log axis and fitted as log10 y, so one model does not flatten the rest.
+    A heavy-tailed axis (all positive, spanning a factor of 30 or more, its median in the lowest
+    fifth of its range: the pullback metric's λ_max, or a MIG where one family is an order of
+    magnitude above the rest) is drawn on a log scale and fitted in log10, so one model does not flatten the rest. The axes hold the points (model and
+    seed level) with a margin; the band is clipped to them, since a few high-leverage models can
+    make the bootstrap lines fan out far beyond any data.
     """
     models = model_points(frame, x, y, family_column, model_column)
     if models.empty:
@@ -270,25 +303,30 @@ def plot_correlation_scatter(frame: pd.DataFrame, x: str, y: str, path: str | Pa
         for name, x_value, y_value in zip(models[model_column], models[x], models[y]):  # any column name
             ax.annotate(str(name), (x_value, y_value), fontsize=6, xytext=(3, 3), textcoords="offset points",
                         color="0.3")
-    y_values = models[y].to_numpy(dtype=float)
-    log_y = bool(np.all(y_values > 0) and y_values.max() >= LOG_SPAN * y_values.min())
-    fitted = np.log10(y_values) if log_y else y_values
-    line = (least_squares_fit(models[x].to_numpy(), fitted, replicates, seed)
+    points = {column: np.concatenate([models[column].to_numpy(dtype=float), seeds[column].to_numpy(dtype=float)])
+              for column in (x, y)}  # model and seed level
+    log_x, log_y = (_wants_log(points[column]) for column in (x, y))
+    fit_x, fit_y = (_scaled(models[column].to_numpy(dtype=float), log)
+                    for column, log in ((x, log_x), (y, log_y)))
+    line = (least_squares_fit(fit_x, fit_y, replicates, seed)
             if fit is None or fit is True else (fit if isinstance(fit, LineFit) else None))
     note = ""
     if line is not None:
-        def shown(values: np.ndarray) -> np.ndarray:
-            return np.power(10.0, values) if log_y else values
-
-        ax.plot(line.grid, shown(line.intercept + line.slope * line.grid), color="0.2", lw=1.2, zorder=2,
+        grid = _unscaled(line.grid, log_x)
+        ax.plot(grid, _unscaled(line.intercept + line.slope * line.grid, log_y), color="0.2", lw=1.2, zorder=2,
                 label="_fit")
         if np.all(np.isfinite(line.low)) and np.all(np.isfinite(line.high)):
-            ax.fill_between(line.grid, shown(line.low), shown(line.high), color="0.5", alpha=0.2, linewidth=0,
-                            label="_band")
-        note = f"line: least squares{' of log10 y' if log_y else ''} over models, band: 95 % bootstrap"
+            ax.fill_between(grid, _unscaled(line.low, log_y), _unscaled(line.high, log_y), color="0.5", alpha=0.2,
+                            linewidth=0, label="_band")
+        logged = " and ".join(name for name, log in (("x", log_x), ("y", log_y)) if log)
+        note = f"line: least squares{f' in log10 {logged}' if logged else ''} over models, band: 95 % bootstrap"
+    if log_x:
+        ax.set_xscale("log")
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
+    ax.set_xlim(*_limits(points[x], log_x))
+    ax.set_ylim(*_limits(points[y], log_y))
+    ax.set_xlabel(x + (" (log scale)" if log_x else ""))
     ax.set_ylabel(y + (" (log scale)" if log_y else ""))
     ax.set_title(title if title is not None else f"{y} against {x}", fontsize=10, loc="left", pad=12)
     if note:

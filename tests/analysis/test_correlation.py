@@ -234,3 +234,26 @@ def test_scatter_of_a_heavy_tailed_metric_uses_a_log_axis(tmp_path) -> None:
     linear = plot_correlation_scatter(frame.assign(lam=frame["lam"] - 500), "mig", "lam", tmp_path / "lin.png",
                                       replicates=100)
     assert linear.axes[0].get_yscale() == "linear"  # a non-positive value keeps the linear axis
+
+
+def test_scatter_of_a_heavy_tailed_x_uses_a_log_x_axis_and_keeps_the_points_in_view(tmp_path) -> None:
+    # one family an order of magnitude above the rest in x (a class MIG of jointvae against the
+    # Gaussian families): log x, the line fitted to log10 x, and the axes fit the points, not the band
+    mig = np.array([0.008, 0.012, 0.02, 0.035, 0.05, 0.11, 0.63])
+    frame = pd.DataFrame({"model": [f"m{i}" for i in range(7)], "family": ["vae"] * 6 + ["jointvae"],
+                          "seed": [0] * 7, "mig": mig, "as_target": [0.02, 0.03, 0.02, 0.09, 0.13, 0.39, 0.13]})
+    fig = plot_correlation_scatter(frame, "mig", "as_target", tmp_path / "logx.png", replicates=200)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "mig (log scale)" and ax.get_yscale() == "linear"
+    fit_x, fit_y = ax.lines[0].get_data()
+    slope, intercept = np.polyfit(np.log10(mig), frame["as_target"], 1)
+    np.testing.assert_allclose(fit_y, intercept + slope * np.log10(np.asarray(fit_x)), rtol=1e-9, atol=1e-9)
+    low, high = ax.get_ylim()
+    span = 0.39 - 0.02
+    np.testing.assert_allclose([low, high], [0.02 - 0.08 * span, 0.39 + 0.08 * span])
+    decades = np.log10(0.63 / 0.008)
+    np.testing.assert_allclose(np.log10(ax.get_xlim()), [np.log10(0.008) - 0.08 * decades,
+                                                          np.log10(0.63) + 0.08 * decades])
+    spread = plot_correlation_scatter(frame.assign(mig=np.linspace(0.01, 0.63, 7)), "mig", "as_target",
+                                      tmp_path / "spread.png", replicates=10)
+    assert spread.axes[0].get_xscale() == "linear"  # a wide but even spread keeps the linear axis
