@@ -120,6 +120,7 @@ from robust_vae.analysis.study_robustness import (
 )
 from robust_vae.attacks import is_recipe, read_recipe
 from robust_vae.core.errors import ConfigError, RobustVAEError, ZooError
+from robust_vae.core.paths import relative_path
 from robust_vae.evaluation.run_config import RunConfig
 from robust_vae.evaluation.runner import run_attack
 from robust_vae.report.classes import ClassLabels, for_dataset
@@ -867,13 +868,6 @@ def results_markdown(study: Study, statuses: Sequence[RunStatus], parts: dict[st
 
 def _pairs_label(per_pair: int | None) -> str:
     return "full" if per_pair is None else str(per_pair)
-
-
-def relative_path(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path(root).resolve()))
-    except ValueError:
-        return str(path)
 
 
 def readme_draft(study: Study, parts: dict[str, Any]) -> str:

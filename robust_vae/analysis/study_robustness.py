@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from robust_vae.core.errors import ConfigError, ZooError
+from robust_vae.core.paths import relative_path
 from robust_vae.evaluation.robustness import (
     RobustnessSettings,
     card_progress,
@@ -219,13 +220,6 @@ def cards_status(plan: RobustnessPlan | None, dataset: str, data_dir: str | None
     return [] if plan is None else [card_status(plan, spec, dataset, data_dir) for spec in plan.cards]
 
 
-def _relative(path: Path, root: Path | None) -> str:
-    if root is not None:
-        with contextlib.suppress(ValueError):
-            return str(Path(path).resolve().relative_to(Path(root).resolve()))
-    return str(path)
-
-
 def settings_line(plan: RobustnessPlan) -> str:
     """The cards' settings in one line."""
     s = plan.settings
@@ -242,7 +236,7 @@ def format_cards(statuses: Sequence[CardStatus], root: Path | None = None) -> st
     lines = [f"{'robustness card':<24}{'seed':>5}  {'state':<10}detail"]
     for st in statuses:
         lines.append(f"{st.spec.model:<24}{st.spec.seed:>5}  {st.state:<10}"
-                     f"{st.reason or _relative(st.spec.folder, root)}")
+                     f"{st.reason or relative_path(st.spec.folder, root)}")
     counts = {s: sum(st.state == s for st in statuses) for s in STATES}
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items() if v) + " robustness card(s)")
     return "\n".join(lines)
@@ -301,7 +295,7 @@ def cards_markdown(plan: RobustnessPlan, statuses: Sequence[CardStatus], summari
     for st in statuses:
         record = summaries.get(st.spec, (None, {}))[1]
         rows.append([st.spec.model, str(st.spec.seed), st.state, str(record.get("num_examples", "")),
-                     st.reason or f"`{_relative(st.spec.folder, root)}`"])
+                     st.reason or f"`{relative_path(st.spec.folder, root)}`"])
     lines = [f"Classifier-free report cards (`robust-vae robustness`): {settings_line(plan)}.", "",
              markdown_table(["model", "seed", "state", "examples", "folder / note"], rows, align="lrlrl")]
     if summaries:

@@ -16,7 +16,6 @@ from robust_vae.analysis.study import (
     make_cards,
     read_study,
     readme_draft,
-    relative_path,
     report,
     robustness_status,
     run_missing,
@@ -27,6 +26,7 @@ from robust_vae.analysis.study_robustness import format_cards
 from robust_vae.attacks import parse_overrides
 from robust_vae.cli.options import add_common, positive_int
 from robust_vae.core.errors import ConfigError
+from robust_vae.core.paths import relative_path
 
 
 def add_parser(sub: Any) -> None:

@@ -1,4 +1,4 @@
-"""Folders outside the package: the cache for downloads and resumable state."""
+"""Folders outside the package: the cache for downloads and resumable state; paths as written in reports."""
 
 from __future__ import annotations
 
@@ -65,3 +65,14 @@ def writable(path: str | os.PathLike[str]) -> Path:
     :func:`writable_folder` and :func:`writable_file`."""
     path = Path(path)
     return writable_file(path) if path.suffix and not path.is_dir() else writable_folder(path)
+
+
+def relative_path(path: str | Path, root: str | Path | None) -> str:
+    """``path`` relative to ``root`` (both resolved) as reports print it; ``path`` as given when
+    it is not under ``root`` or ``root`` is None."""
+    if root is not None:
+        try:
+            return str(Path(path).resolve().relative_to(Path(root).resolve()))
+        except ValueError:
+            pass
+    return str(path)
