@@ -16,10 +16,17 @@ correlation between disentanglement and robustness can therefore be a reconstruc
 controlling for ``recon_error`` asks whether disentanglement predicts robustness *among models
 that reconstruct equally well*.
 
+The unit of the correlation: by default each row (a trained network) is a point, as in
+Locatello et al. (2019). With ``groups="model"`` the rows of one model name are its seeds and the
+point is the model: its value is the mean over its seeds, so that a family trained three times
+does not count as three configurations, and the interval carries the seed-to-seed spread.
+
 Uncertainty comes from a hierarchical bootstrap, vectorised over replicates:
 
-1. resample the models (rows) with replacement;
-2. inside each resampled row, resample that row's per-example values (for the columns that
+1. resample the units (rows, or model names with ``groups``) with replacement;
+2. with ``groups``: inside each resampled model, resample its seed rows with replacement (the
+   same seed rows for every column, so a seed's x and y stay together) and average them;
+3. inside each resampled row, resample that row's per-example values (for the columns that
    ``examples`` has) with replacement and take their mean as the row's value.
 
 Both the raw and the partial coefficient are computed on every replicate; a replicate in which
@@ -250,16 +257,34 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
         raise ConfigError(f"column {column!r} is not numeric: a rank correlation needs numbers") from None
 
 
+def _group_members(rows: pd.DataFrame, groups: str | None) -> list[np.ndarray]:
+    """Row positions of each unit, in order of first appearance: one row each without ``groups``,
+    else the rows sharing a value of column ``groups``."""
+    if groups is None:
+        return [np.array([i]) for i in range(len(rows))]
+    if groups not in rows.columns:
+        raise ConfigError(f"the models frame has no column {groups!r} to group its rows by; "
+                          f"it has {list(map(str, rows.columns))}")
+    codes, _ = pd.factorize(rows[groups], sort=False)
+    return [np.flatnonzero(codes == g) for g in range(int(codes.max()) + 1 if len(codes) else 0)]
+
+
+def _group_means(values: np.ndarray, members: Sequence[np.ndarray]) -> np.ndarray:
+    return np.array([values[m].mean() for m in members], dtype=float)
+
+
 def bootstrap_correlation(frame: pd.DataFrame, x: str, y: str, control: str | None = None,
                           examples: Examples | None = None, replicates: int = DEFAULT_REPLICATES,
-                          seed: int = 0) -> Correlation:
+                          seed: int = 0, groups: str | None = None) -> Correlation:
     """Spearman's ρ of columns x and y of the models frame, and (with ``control``) the partial ρ
-    controlling for it, with hierarchical-bootstrap 95 % intervals (models, then each model's
-    per-example values where ``examples`` has them).
+    controlling for it, with hierarchical-bootstrap 95 % intervals (units, then with ``groups``
+    each model's seeds, then each row's per-example values where ``examples`` has them).
 
-    Both coefficients use the same models: the rows where x, y and the control are all finite,
-    so their difference is the control's doing, not a different sample. A replicate is kept
-    when every coefficient is defined on it. ``seed`` seeds ``numpy.random.default_rng``.
+    ``groups``: None makes every row a unit; a column name (``"model"``) makes each of its values
+    one unit whose value is the mean over its rows (its seeds). Every coefficient uses the same
+    rows: those where x, y and the control are all finite, so their difference is the control's
+    doing, not a different sample. A replicate is kept when every coefficient is defined on it.
+    ``n_models`` counts units. ``seed`` seeds ``numpy.random.default_rng``.
     """
     if replicates < 1:
         raise ConfigError(f"replicates must be >= 1, got {replicates}")
@@ -269,18 +294,32 @@ def bootstrap_correlation(frame: pd.DataFrame, x: str, y: str, control: str | No
     columns = [_numeric(frame, name) for name in names]
     keep = np.logical_and.reduce([np.isfinite(c) for c in columns])
     rows = frame.loc[keep]
-    checked = _finite_columns([(name, c[keep]) for name, c in zip(names, columns)])
+    members = _group_members(rows, groups)
+    values = [c[keep] for c in columns]
+    checked = _finite_columns([(name, _group_means(v, members)) for name, v in zip(names, values)])
     if control is None:
         rho, partial = spearman(pd.Series(checked[0], name=x), pd.Series(checked[1], name=y)), math.nan
     else:
         rho = float(spearman_rows(checked[0], checked[1]))
         partial = partial_spearman(*(pd.Series(c, name=n) for n, c in zip(names, checked)))
 
-    n = len(rows)
+    units = len(members)
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, n, size=(replicates, n))
-    draws = [_bootstrap_column(values, _row_examples(rows, name, values, examples), pick, rng)
-             for name, values in zip(names, checked)]
+    pick = rng.integers(0, units, size=(replicates, units))
+    seed_picks = {g: m[rng.integers(0, len(m), size=(int((pick == g).sum()), len(m)))]
+                  for g, m in enumerate(members) if len(m) > 1}  # shared by every column
+    draws = []
+    for name, column in zip(names, values):
+        row_examples = _row_examples(rows, name, column, examples)
+        draw = np.empty((replicates, units))
+        for g, m in enumerate(members):
+            chosen = pick == g
+            if not chosen.any():
+                continue
+            row_pick = seed_picks.get(g, np.full((int(chosen.sum()), 1), m[0]))
+            examples_here = {i: row_examples[i] for i in m if i in row_examples}
+            draw[chosen] = _bootstrap_column(column, examples_here, row_pick, rng).mean(axis=1)
+        draws.append(draw)
     if control is None:
         boot_rho = spearman_rows(draws[0], draws[1])
         boot_partial = np.full(replicates, math.nan)
@@ -291,7 +330,7 @@ def bootstrap_correlation(frame: pd.DataFrame, x: str, y: str, control: str | No
     rho_samples, partial_samples = boot_rho[used], boot_partial[used]
     rho_low, rho_high = _interval(rho_samples)
     partial_low, partial_high = (math.nan, math.nan) if control is None else _interval(partial_samples)
-    return Correlation(x=x, y=y, control=control, n_models=n, rho=rho, rho_low=rho_low, rho_high=rho_high,
+    return Correlation(x=x, y=y, control=control, n_models=units, rho=rho, rho_low=rho_low, rho_high=rho_high,
                        partial_rho=partial, partial_low=partial_low, partial_high=partial_high,
                        replicates=replicates, replicates_used=int(used.sum()),
                        rho_samples=rho_samples, partial_samples=partial_samples)
@@ -299,13 +338,13 @@ def bootstrap_correlation(frame: pd.DataFrame, x: str, y: str, control: str | No
 
 def correlation_table(frame: pd.DataFrame, x_columns: Sequence[str], y_columns: Sequence[str],
                       control: str | None = "recon_error", examples: Examples | None = None,
-                      replicates: int = DEFAULT_REPLICATES, seed: int = 0) -> pd.DataFrame:
+                      replicates: int = DEFAULT_REPLICATES, seed: int = 0, groups: str | None = None) -> pd.DataFrame:
     """One row per (x, y) pair (x == y skipped) with the :data:`TABLE_COLUMNS`: raw and partial
     Spearman's ρ with their bootstrap 95 % intervals (:func:`bootstrap_correlation`).
 
     Typically x: disentanglement metrics, y: robustness metrics, control: reconstruction error.
     With ``control`` None, or for a pair that includes the control, the partial columns are NaN
-    (and ``control`` is None). Every pair uses the same ``seed``.
+    (and ``control`` is None). Every pair uses the same ``seed`` and ``groups``.
     """
     rows = []
     for x in x_columns:
@@ -313,15 +352,16 @@ def correlation_table(frame: pd.DataFrame, x_columns: Sequence[str], y_columns: 
             if x == y:
                 continue
             pair_control = None if control in (x, y) else control
-            rows.append(bootstrap_correlation(frame, x, y, pair_control, examples, replicates, seed).row())
+            rows.append(bootstrap_correlation(frame, x, y, pair_control, examples, replicates, seed, groups).row())
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
 def beta_effect(frame: pd.DataFrame, x: str = "beta", *, y: str, family: str | None = None,
                 family_column: str = "family", examples: Examples | None = None,
-                replicates: int = DEFAULT_REPLICATES, seed: int = 0) -> Correlation:
+                replicates: int = DEFAULT_REPLICATES, seed: int = 0, groups: str | None = None) -> Correlation:
     """Along one family's β line: Spearman's ρ of y against β (column ``x``) over that family's
-    models (all seeds), with the bootstrap 95 % interval of :func:`bootstrap_correlation`.
+    models (all seeds; with ``groups`` each model's seed mean), with the bootstrap 95 % interval
+    of :func:`bootstrap_correlation`.
 
     Why: it says how strongly the knob itself moves y, the dose-response that the across-model
     correlation summarises. ``family`` None is allowed only when the rows with a finite β all
@@ -341,4 +381,4 @@ def beta_effect(frame: pd.DataFrame, x: str = "beta", *, y: str, family: str | N
             if len(with_beta) > 1:
                 raise ConfigError(f"models of several families {sorted(map(str, with_beta))} have a {x}: "
                                   "pass family= to follow one family's line")
-    return bootstrap_correlation(rows, x, y, None, examples, replicates, seed)
+    return bootstrap_correlation(rows, x, y, None, examples, replicates, seed, groups)

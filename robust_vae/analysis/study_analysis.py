@@ -6,8 +6,9 @@ From the study's models frame (:mod:`robust_vae.analysis.models_frame`) it write
 - ``models.csv``: the frame itself (one row per model and seed);
 - ``correlation.{csv,md,tex}``: every (disentanglement, robustness) pair with Spearman's ρ, the
   partial ρ controlling for ``control`` and their hierarchical-bootstrap 95 % intervals
-  (:func:`robust_vae.analysis.correlation.bootstrap_correlation`: models, then each model's
-  attacked examples);
+  (:func:`robust_vae.analysis.correlation.bootstrap_correlation`); a point is a model (the mean
+  over its seeds; the bootstrap resamples models, their seeds, then each seed's attacked
+  examples), or with ``unit = "network"`` each trained network;
 - ``scatter-<robustness>.png``: each robustness metric against the *headline* disentanglement
   metric (the first of the list that some model has), one figure per robustness metric rather
   than one per pair, so that the folder stays readable;
@@ -37,7 +38,10 @@ from robust_vae.report.html import slug
 
 #: the keys of ``[analysis]``
 ANALYSIS_KEYS = ("disentanglement", "robustness", "control", "beta_line", "bootstrap", "models",
-                 "robustness_cards")
+                 "robustness_cards", "unit")
+#: ``unit`` -> the models-frame column whose values are the correlation's points (None: every row)
+UNITS = {"model": "model", "network": None}
+DEFAULT_UNIT = "model"
 DEFAULT_CONTROL = "recon_bce"
 FOLDER = "analysis"
 
@@ -48,7 +52,9 @@ class Analysis:
 
     ``models``: the study names whose rows enter (all when empty); ``robustness_cards``: the
     report card folder template (placeholders :data:`CARD_FIELDS`), relative to the study folder
-    (by default the study's own cards when it has a ``[robustness]`` table)."""
+    (by default the study's own cards when it has a ``[robustness]`` table). ``unit``: ``"model"``
+    makes each model name one point (the mean over its seeds; the bootstrap resamples models, then
+    their seeds), ``"network"`` each trained network (model × seed row)."""
 
     disentanglement: tuple[str, ...]
     robustness: tuple[str, ...]
@@ -57,6 +63,23 @@ class Analysis:
     bootstrap: int
     models: tuple[str, ...] = ()
     robustness_cards: str | None = None
+    unit: str = DEFAULT_UNIT
+
+    @property
+    def groups(self) -> str | None:
+        """The models-frame column that groups rows into points (None: every row a point)."""
+        return UNITS[self.unit]
+
+    @property
+    def points(self) -> str:
+        """What a point of ρ is, for the tables' key."""
+        return "models (each the mean over its seeds)" if self.groups else "trained networks (model × seed)"
+
+    @property
+    def levels(self) -> str:
+        """What the bootstrap resamples, in order, for the tables' key."""
+        return ("models, then each model's seeds, then each seed's examples" if self.groups
+                else "networks, then each network's examples")
 
 
 def _strings(table: dict[str, Any], key: str, default: Sequence[str], where: str) -> tuple[str, ...]:
@@ -102,12 +125,15 @@ def read_analysis(table: Any, where: str, recipes: Sequence[str], models: Sequen
     if strange:
         raise ConfigError(f"{where}: [analysis] models {strange} are not models of the study; known: "
                           f"{', '.join(dict.fromkeys(models))}")
+    unit = table.get("unit", DEFAULT_UNIT)
+    if unit not in UNITS:
+        raise ConfigError(f"{where}: [analysis] unit must be one of {', '.join(map(repr, UNITS))}, got {unit!r}")
     replicates = table.get("bootstrap", bootstrap)
     if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
         raise ConfigError(f"{where}: [analysis] bootstrap must be a whole number >= 1, got {replicates!r}")
     return Analysis(disentanglement=disentanglement, robustness=robustness, control=control,
                     beta_line=_string(table, "beta_line", None, where), bootstrap=replicates, models=chosen,
-                    robustness_cards=cards)
+                    robustness_cards=cards, unit=unit)
 
 
 def _located(where: str, check: Any, *args: Any) -> None:
@@ -144,11 +170,11 @@ def _usable(frame: pd.DataFrame, columns: Sequence[str], notes: list[str]) -> li
 
 
 def correlation_rows(models: ModelsFrame, xs: Sequence[str], ys: Sequence[str], control: str | None,
-                     replicates: int, seed: int, notes: list[str]) -> pd.DataFrame:
+                     replicates: int, seed: int, notes: list[str], groups: str | None = None) -> pd.DataFrame:
     """One :data:`TABLE_COLUMNS` row per (x, y) pair that can be computed (as
     ``correlation_table``, but a pair that cannot is a line in ``notes``, not an error). Where
     only the partial ρ is undefined (x or y a monotone function of the control), the row keeps
-    the raw ρ over the same models, with no control."""
+    the raw ρ over the same models, with no control. ``groups``: as in ``bootstrap_correlation``."""
     frame = models.frame
     controlled = frame if control is None else frame[np.isfinite(frame[control].to_numpy(dtype=float))]
     rows = []
@@ -156,14 +182,15 @@ def correlation_rows(models: ModelsFrame, xs: Sequence[str], ys: Sequence[str], 
         for y in ys:
             pair_control = None if control in (x, y) else control
             try:
-                rows.append(bootstrap_correlation(frame, x, y, pair_control, models.examples, replicates, seed).row())
+                rows.append(bootstrap_correlation(frame, x, y, pair_control, models.examples, replicates, seed,
+                                                  groups).row())
                 continue
             except ConfigError as error:
                 if pair_control is None or "monotone function" not in str(error):
                     notes.append(f"`{x}` vs `{y}`: {error}")
                     continue
                 notes.append(f"`{x}` vs `{y}`: no partial ρ, {error}")
-            rows.append(bootstrap_correlation(controlled, x, y, None, models.examples, replicates, seed).row())
+            rows.append(bootstrap_correlation(controlled, x, y, None, models.examples, replicates, seed, groups).row())
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
@@ -182,15 +209,14 @@ def write_analysis(analysis: Analysis, models: ModelsFrame, out: Path, seed: int
         control = None  # no partial ρ
     xs = _usable(frame, analysis.disentanglement, notes)
     ys = _usable(frame, analysis.robustness, notes)
-    table = correlation_rows(models, xs, ys, control, analysis.bootstrap, seed, notes)
-    lines = [f"{len(frame)} models (model × seed rows of `{FOLDER}/models.csv`); Spearman ρ across them with 95 % "
-             f"hierarchical-bootstrap intervals ({analysis.bootstrap} replicates, seed {seed}: models, then each "
-             "model's examples)" + (f", and the partial ρ controlling for the card's `{control}`" if control else "")
-             + ".", ""]
+    table = correlation_rows(models, xs, ys, control, analysis.bootstrap, seed, notes, analysis.groups)
+    lines = [unit_sentence(analysis, frame, seed) + (f", and the partial ρ controlling for the card's `{control}`"
+                                                     if control else "") + ".", ""]
     if len(table):
         rep.correlation = table
-        rep.written += save_correlation_tables(table, folder, "correlation").values()
-        lines += [correlation_markdown(table).rstrip(), "",
+        rep.written += save_correlation_tables(table, folder, "correlation", points=analysis.points,
+                                               levels=analysis.levels).values()
+        lines += [correlation_markdown(table, points=analysis.points, levels=analysis.levels).rstrip(), "",
                   f"Tables: `{FOLDER}/correlation.csv`, `.md`, `.tex`."]
     else:
         lines.append("No pair could be computed (see below).")
@@ -209,18 +235,32 @@ def write_analysis(analysis: Analysis, models: ModelsFrame, out: Path, seed: int
         lines += ["", f"Each robustness metric against `{headline}` (the first disentanglement metric 3 models have):",
                   "", *[f"![{p.stem}]({FOLDER}/{p.name})" for p in rep.figures]]
     if analysis.beta_line is not None:
-        lines += _write_beta_effect(analysis.beta_line, [*xs, *ys, *([control] if control else [])], models,
-                                    analysis.bootstrap, seed, folder, rep, notes)
+        lines += _write_beta_effect(analysis, [*xs, *ys, *([control] if control else [])], models, seed, folder,
+                                    rep, notes)
     if notes:
         lines += ["", "Not computed or missing:", "", *[f"- {note}" for note in notes]]
     rep.markdown = "\n".join(lines) + "\n"
     return rep
 
 
-def _write_beta_effect(family: str, columns: Sequence[str], models: ModelsFrame, replicates: int, seed: int,
+def unit_sentence(analysis: Analysis, frame: pd.DataFrame, seed: int) -> str:
+    """What a point of the correlation is and how the interval is drawn, for results.md."""
+    rows = f"the {len(frame)} model × seed rows of `{FOLDER}/models.csv`"
+    if analysis.groups is None:
+        return (f"Points: {rows}, each trained network one point (`unit = \"network\"`); Spearman ρ across them "
+                f"with 95 % hierarchical-bootstrap intervals ({analysis.bootstrap} replicates, seed {seed}: "
+                "networks, then each network's examples)")
+    count = frame[analysis.groups].nunique()
+    return (f"Points: the {count} models, each the mean over its seeds of {rows} (`unit = \"model\"`); "
+            f"Spearman ρ across them with 95 % hierarchical-bootstrap intervals ({analysis.bootstrap} replicates, "
+            f"seed {seed}: models, then each model's seeds, then each seed's examples)")
+
+
+def _write_beta_effect(analysis: Analysis, columns: Sequence[str], models: ModelsFrame, seed: int,
                        folder: Path, rep: AnalysisReport, notes: list[str]) -> list[str]:
-    """beta-effect.{csv,md,tex}: ρ of each of ``columns`` against β over ``family``'s models; its
-    Markdown lines."""
+    """beta-effect.{csv,md,tex}: ρ of each of ``columns`` against β over the models of
+    ``analysis.beta_line``; its Markdown lines."""
+    family = str(analysis.beta_line)
     frame = models.frame
     lines = ["", f"### β effect along {family}", ""]
     line = frame[(frame["family"] == family) & np.isfinite(frame["beta"].to_numpy(dtype=float))]
@@ -232,13 +272,14 @@ def _write_beta_effect(family: str, columns: Sequence[str], models: ModelsFrame,
     for y in columns:
         try:
             rows.append(beta_effect(frame, "beta", y=y, family=family, examples=models.examples,
-                                    replicates=replicates, seed=seed).row())
+                                    replicates=analysis.bootstrap, seed=seed, groups=analysis.groups).row())
         except ConfigError as error:
             notes.append(f"β effect on `{y}` along {family}: {error}")
     if not rows:
         return [*lines, "Not computed (see below)."]
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     rep.beta_effect = table
-    rep.written += save_correlation_tables(table, folder, "beta-effect").values()
-    return [*lines, f"Spearman ρ of each metric against β over the {family} models (all seeds):", "",
-            correlation_markdown(table).rstrip(), "", f"Tables: `{FOLDER}/beta-effect.csv`, `.md`, `.tex`."]
+    rep.written += save_correlation_tables(table, folder, "beta-effect", points=analysis.points,
+                                           levels=analysis.levels).values()
+    return [*lines, f"Spearman ρ of each metric against β over the {family} {analysis.points}:", "",
+            correlation_markdown(table, points=analysis.points, levels=analysis.levels).rstrip(), "", f"Tables: `{FOLDER}/beta-effect.csv`, `.md`, `.tex`."]

@@ -78,10 +78,16 @@ def _check_table(table: pd.DataFrame) -> None:
         raise ConfigError(f"correlation table lacks column(s) {missing}: expected correlation_table's output")
 
 
-def correlation_markdown(table: pd.DataFrame, digits: int = 2) -> str:
+DEFAULT_POINTS = "models"
+DEFAULT_LEVELS = "models, then each model's examples"
+
+
+def correlation_markdown(table: pd.DataFrame, digits: int = 2, points: str = DEFAULT_POINTS,
+                         levels: str = DEFAULT_LEVELS) -> str:
     """A Markdown table of the pairs (ρ and, where a control was used, the partial ρ with their
     intervals) and a key line under it; the partial columns are left out when no row has a
-    control."""
+    control. ``points``: what a point of ρ is; ``levels``: what the bootstrap resamples, in order
+    (both for the key line)."""
     _check_table(table)
     partial = _has_partial(table)
     header = ["x", "y", "models", "Spearman ρ [95 % CI]"]
@@ -98,11 +104,10 @@ def correlation_markdown(table: pd.DataFrame, digits: int = 2) -> str:
         row.append(int(r.replicates_used))
         rows.append(row)
     align = "llrrrlr" if partial else "llrrr"
-    key = "ρ: Spearman rank correlation over the models; "
+    key = f"ρ: Spearman rank correlation over the {points}; "
     if partial:
         key += f"partial ρ: the same with the ranks of {', '.join(_controls(table))} partialled out; "
-    key += ("[low, high]: 95 % hierarchical-bootstrap percentile interval (models, then each model's examples); "
-            "replicates: bootstrap replicates used.")
+    key += f"[low, high]: 95 % hierarchical-bootstrap percentile interval ({levels}); replicates: bootstrap replicates used."
     return markdown_table(header, rows, align) + "\n\n" + key + "\n"
 
 
@@ -118,7 +123,7 @@ def _latex_interval(value: Any, low: Any, high: Any, digits: int) -> str:
 
 
 def correlation_latex(table: pd.DataFrame, caption: str | None = None, label: str = "tab:correlation",
-                      digits: int = 2) -> str:
+                      digits: int = 2, points: str = DEFAULT_POINTS) -> str:
     """The same table as :func:`correlation_markdown` as a booktabs LaTeX table."""
     _check_table(table)
     partial = _has_partial(table)
@@ -141,23 +146,24 @@ def correlation_latex(table: pd.DataFrame, caption: str | None = None, label: st
         rows.append(row)
     if caption is None:
         controls = ", ".join(latex_escape(c) for c in _controls(table))
-        caption = (r"Spearman rank correlations across models"
+        caption = (f"Spearman rank correlations across {latex_escape(points)}"
                    + (f", raw and partial (controlling for {controls})" if partial else "")
                    + r", with 95\,\% hierarchical-bootstrap percentile intervals.")
     return latex_table(spec, header, rows, caption=caption, label=label)
 
 
 def save_correlation_tables(table: pd.DataFrame, out_dir: str | Path, stem: str = "correlation",
-                            caption: str | None = None) -> dict[str, Path]:
-    """Write ``<stem>.csv`` (the numbers), ``<stem>.tex`` and ``<stem>.md`` into ``out_dir``;
-    returns {"csv", "tex", "md"} -> path."""
+                            caption: str | None = None, points: str = DEFAULT_POINTS,
+                            levels: str = DEFAULT_LEVELS) -> dict[str, Path]:
+    """Write ``<stem>.csv`` (the numbers), ``<stem>.tex`` and ``<stem>.md`` into ``out_dir``
+    (``points`` and ``levels``: as in :func:`correlation_markdown`); returns {"csv", "tex", "md"} -> path."""
     _check_table(table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / f"{stem}.csv", "tex": out / f"{stem}.tex", "md": out / f"{stem}.md"}
     table.to_csv(paths["csv"], index=False)
-    paths["tex"].write_text(correlation_latex(table, caption), encoding="utf-8")
-    paths["md"].write_text(correlation_markdown(table), encoding="utf-8")
+    paths["tex"].write_text(correlation_latex(table, caption, points=points), encoding="utf-8")
+    paths["md"].write_text(correlation_markdown(table, points=points, levels=levels), encoding="utf-8")
     return paths
 
 

@@ -751,10 +751,14 @@ def analysis_blocks(ctx: Context, spec: Mapping[str, Any], scatter: Figures | No
     if not any((folder / name).is_file() for name in ANALYSIS_CSVS) and scatter is None:
         return ()
     settings = spec.get("analysis", {})
+    unit = settings.get("unit", "model") if isinstance(settings, Mapping) else "model"
+    points = ("the study's trained networks (each row of analysis/models.csv, one per model and seed, is a point; "
+              "intervals resample networks, then each network's examples)" if unit == "network" else
+              "the study's models (each the mean over its seeds of the rows of analysis/models.csv; intervals "
+              "resample models, then each model's seeds, then each seed's examples)")
     blocks: list[Block] = [Text(
-        "Spearman rank correlations across the study's models (the rows of analysis/models.csv: one per model "
-        "and seed) between each disentanglement and each robustness metric, with 95 % hierarchical-bootstrap "
-        "intervals (models, then each model's examples); the partial ρ partials out the ranks of the control (by "
+        f"Spearman rank correlations across {points} between each disentanglement and each robustness metric, "
+        "with 95 % hierarchical-bootstrap intervals; the partial ρ partials out the ranks of the control (by "
         "default the models' reconstruction error recon_bce). Pairs not computed, and why: results.md.")]
     if (folder / "correlation.csv").is_file():
         blocks.append(correlation_table(
@@ -766,7 +770,7 @@ def analysis_blocks(ctx: Context, spec: Mapping[str, Any], scatter: Figures | No
         blocks.append(correlation_table(
             ctx, folder / "beta-effect.csv", "analysis-beta-effect",
             f"β effect: Spearman ρ of each metric against β{f' over the {family} models' if family else ''} "
-            "(all seeds)", (Col("metric", ("y",)),)))
+            f"({'each seed a point' if unit == 'network' else 'seed means'})", (Col("metric", ("y",)),)))
     if scatter is not None:
         blocks.append(scatter)
     if (folder / "models.csv").is_file():

@@ -136,6 +136,59 @@ def test_per_example_values_are_checked_and_resampled() -> None:
     assert means.std() == pytest.approx(values.std() / np.sqrt(50), rel=0.1)
 
 
+def seeded_frame(models: int = 6, seeds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """``models`` model names with ``seeds`` rows each: a model's mig and as_target rise together,
+    and its seeds scatter around the model's values."""
+    rng = np.random.default_rng(seed)
+    level = np.repeat(np.arange(models, dtype=float), seeds)
+    return pd.DataFrame({"model": np.repeat([f"m{i}" for i in range(models)], seeds),
+                         "family": "vae", "seed": np.tile(np.arange(seeds), models),
+                         "mig": level + rng.normal(scale=0.8, size=models * seeds),
+                         "as_target": level + rng.normal(scale=0.8, size=models * seeds),
+                         "recon_error": rng.normal(size=models * seeds)})
+
+
+def test_grouped_by_model_a_point_is_the_seed_mean() -> None:
+    frame = seeded_frame()
+    grouped = bootstrap_correlation(frame, "mig", "as_target", "recon_error", replicates=500, seed=0, groups="model")
+    means = frame.groupby("model", sort=False)[["mig", "as_target", "recon_error"]].mean()
+    assert grouped.n_models == 6
+    assert grouped.rho == pytest.approx(spearman(means["mig"], means["as_target"]))
+    assert grouped.partial_rho == pytest.approx(partial_spearman(means["mig"], means["as_target"],
+                                                                 means["recon_error"]))
+    networks = bootstrap_correlation(frame, "mig", "as_target", "recon_error", replicates=500, seed=0)
+    assert networks.n_models == 18 and networks.rho == pytest.approx(spearman(frame["mig"], frame["as_target"]))
+
+
+def test_with_one_seed_per_model_grouping_changes_nothing() -> None:
+    frame = models_frame().drop_duplicates("model").reset_index(drop=True)  # one row per model name
+    rates = np.clip(frame["as_target"].to_numpy(), 0.05, 0.95)
+    frame = frame.assign(as_target=np.round(rates * 20) / 20)
+    examples = {"as_target": success_arrays(frame["as_target"].to_numpy(), 20)}
+    rows = bootstrap_correlation(frame, "mig", "as_target", "recon_error", examples, replicates=300, seed=3)
+    grouped = bootstrap_correlation(frame, "mig", "as_target", "recon_error", examples, replicates=300, seed=3,
+                                    groups="model")
+    assert (rows.rho, rows.rho_low, rows.rho_high, rows.partial_low, rows.partial_high, rows.n_models) == (
+        grouped.rho, grouped.rho_low, grouped.rho_high, grouped.partial_low, grouped.partial_high, grouped.n_models)
+    np.testing.assert_array_equal(rows.rho_samples, grouped.rho_samples)
+
+
+def test_grouped_bootstrap_resamples_seeds_together_and_is_wider_than_pseudo_replicates() -> None:
+    # x equals y row by row: if a replicate drew different seeds for x and y, its ρ would fall below 1
+    frame = seeded_frame()
+    frame["as_target"] = frame["mig"]
+    together = bootstrap_correlation(frame, "mig", "as_target", replicates=300, seed=1, groups="model")
+    assert together.replicates_used > 250 and np.all(together.rho_samples == pytest.approx(1.0))
+    # three seeds of a model are one configuration: resampling them as independent models narrows the interval
+    frame = seeded_frame(models=5, seeds=8, seed=2)
+    grouped = bootstrap_correlation(frame, "mig", "as_target", replicates=2000, seed=0, groups="model")
+    networks = bootstrap_correlation(frame, "mig", "as_target", replicates=2000, seed=0)
+    assert grouped.rho_high - grouped.rho_low > 1.5 * (networks.rho_high - networks.rho_low)
+    with pytest.raises(ConfigError) as error:
+        bootstrap_correlation(frame, "mig", "as_target", replicates=10, groups="config")
+    assert "no column 'config'" in one_line(error)
+
+
 # ----------------------------------------------------------------- errors
 def test_too_few_models_and_constant_columns_are_one_line_config_errors() -> None:
     with pytest.raises(ConfigError) as error:

@@ -227,6 +227,7 @@ def test_the_report_writes_tables_figures_beta_effect_and_a_results_section(
     ("models = ['vae', 'nope']", "models ['nope'] are not models of the study; known: vae"),
     ("disentanglement = []", "[analysis] disentanglement must be a non-empty list of names"),
     ("control = 'mig'", "control 'mig' is also a disentanglement metric"),
+    ("unit = 'seed'", "[analysis] unit must be one of 'model', 'network', got 'seed'"),
 ])
 def test_a_bad_analysis_table_is_a_one_line_error(tmp_path: Path, analysis: str, expected: str) -> None:
     path = tmp_path / "study.toml"
@@ -244,3 +245,4 @@ def test_defaults_of_an_empty_analysis_table(tmp_path: Path) -> None:
     assert analysis is not None
     assert analysis.robustness == ("thesis-fast:as_target", "thesis-fast:as_ignore_target")
     assert analysis.disentanglement[0] == "mig" and analysis.control == "recon_bce" and analysis.bootstrap == 300
+    assert analysis.unit == "model" and analysis.groups == "model"  # a point is a model, its seeds averaged
