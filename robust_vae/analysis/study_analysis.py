@@ -157,14 +157,17 @@ class AnalysisReport:
     markdown: str = ""
 
 
-def _usable(frame: pd.DataFrame, columns: Sequence[str], notes: list[str]) -> list[str]:
-    """The columns with at least 3 finite values; a line in ``notes`` for each of the others."""
+def _usable(frame: pd.DataFrame, columns: Sequence[str], notes: list[str], groups: str | None = None) -> list[str]:
+    """The columns that at least 3 points (rows, or values of column ``groups``) have a finite
+    value of; a line in ``notes`` for each of the others, unless a note already says that no
+    model has it."""
     kept = []
     for column in columns:
-        count = int(np.isfinite(frame[column].to_numpy(dtype=float)).sum())
+        finite = np.isfinite(frame[column].to_numpy(dtype=float))
+        count = int(finite.sum()) if groups is None else int(frame.loc[finite, groups].nunique())
         if count >= 3:
             kept.append(column)
-        else:
+        elif not (count == 0 and any(note.startswith(f"`{column}` missing for every model") for note in notes)):
             notes.append(f"`{column}` left out: {count} model(s) have it, a rank correlation needs 3")
     return kept
 
@@ -205,10 +208,10 @@ def write_analysis(analysis: Analysis, models: ModelsFrame, out: Path, seed: int
     rep.written.append(folder / "models.csv")
     notes = list(models.notes)
     control = analysis.control
-    if control is not None and not _usable(frame, [control], notes):
+    if control is not None and not _usable(frame, [control], notes, analysis.groups):
         control = None  # no partial ρ
-    xs = _usable(frame, analysis.disentanglement, notes)
-    ys = _usable(frame, analysis.robustness, notes)
+    xs = _usable(frame, analysis.disentanglement, notes, analysis.groups)
+    ys = _usable(frame, analysis.robustness, notes, analysis.groups)
     table = correlation_rows(models, xs, ys, control, analysis.bootstrap, seed, notes, analysis.groups)
     lines = [unit_sentence(analysis, frame, seed) + (f", and the partial ρ controlling for the card's `{control}`"
                                                      if control else "") + ".", ""]

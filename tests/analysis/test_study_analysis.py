@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_vae.analysis.models_frame import models_frame
+from robust_vae.analysis.models_frame import ModelsFrame, models_frame
 from robust_vae.analysis.study import RunStatus, Study, read_study, report, study_models
+from robust_vae.analysis.study_analysis import Analysis, write_analysis
 from robust_vae.core.errors import ConfigError
 from robust_vae.evaluation.robustness import (
     RobustnessCard,
@@ -246,3 +247,20 @@ def test_defaults_of_an_empty_analysis_table(tmp_path: Path) -> None:
     assert analysis.robustness == ("thesis-fast:as_target", "thesis-fast:as_ignore_target")
     assert analysis.disentanglement[0] == "mig" and analysis.control == "recon_bce" and analysis.bootstrap == 300
     assert analysis.unit == "model" and analysis.groups == "model"  # a point is a model, its seeds averaged
+
+
+def test_too_few_models_counts_model_names_and_says_it_once(tmp_path: Path) -> None:
+    # sap: three rows but two model names (vae's two seeds are one point); auddc: no model at all,
+    # which the models frame has already said
+    frame = pd.DataFrame({"model": ["vae", "vae", "betavae", "ae"], "family": ["vae", "vae", "betavae", "ae"],
+                          "seed": [0, 1, 0, 0], "beta": [np.nan, np.nan, 4.0, np.nan],
+                          "recon_bce": [120.0, 121.0, 130.0, 119.0], "mig": [0.05, 0.07, 0.1, 0.02],
+                          "sap": [0.01, 0.02, 0.03, np.nan], "thesis-fast:as_target": [0.1, 0.12, 0.03, 0.4],
+                          "tabacof:auddc": np.nan})
+    missing = "`tabacof:auddc` missing for every model (no finished tabacof run)"
+    analysis = Analysis(disentanglement=("mig", "sap"), robustness=("thesis-fast:as_target", "tabacof:auddc"),
+                        control=None, beta_line=None, bootstrap=20)
+    made = write_analysis(analysis, ModelsFrame(frame, notes=[missing]), tmp_path)
+    assert "`sap` left out: 2 model(s) have it, a rank correlation needs 3" in made.markdown
+    assert made.markdown.count("tabacof:auddc") == 1 and missing in made.markdown
+    assert made.correlation is not None and list(made.correlation["n_models"]) == [3]  # mig: vae, betavae, ae
