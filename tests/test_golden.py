@@ -156,14 +156,17 @@ def test_golden_comparison_off_platform(tmp_path: Path) -> None:
         assert_matches_golden(actual, expected, sensitive=True, same_platform=False)
 
 
-def test_study_report_only_reproduces_committed_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``robust-vae study reports/mnist/study/study.toml --report-only`` rewrites every
-    committed table, figure and results.md unchanged."""
-    committed = REPO_ROOT / "reports" / "mnist" / "study"
-    copy = tmp_path / "reports" / "mnist" / "study"
+@pytest.mark.parametrize("study", ["reports/mnist/study", "reports/dsprites/study", "reports/mnist/families"])
+def test_study_report_only_reproduces_committed_tables(study: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``robust-vae study <study>/study.toml --report-only`` rewrites every committed table,
+    figure, analysis file and results.md unchanged, from the committed runs and report cards
+    and the shipped zoo cards."""
+    committed = REPO_ROOT / study
+    copy = tmp_path / study
     shutil.copytree(committed, copy)
     monkeypatch.chdir(tmp_path)
-    assert main(["study", "reports/mnist/study/study.toml", "--report-only"]) == 0
+    assert main(["study", f"{study}/study.toml", "--report-only"]) == 0
     for path in sorted(committed.rglob("*")):
         if path.is_file() and "runs" not in path.relative_to(committed).parts:
             other = copy / path.relative_to(committed)
