@@ -50,6 +50,7 @@ from robust_vae.report import html
 from robust_vae.report.correlation import format_interval
 from robust_vae.report.robustness import interval
 from robust_vae.report.success import marginals, matrix_strings, plot_heatmaps
+from robust_vae.report.tables import format_p
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / "reports" / "mnist" / "jointvae" / "thesis-fast"
@@ -341,13 +342,19 @@ def test_the_analysis_section_shows_the_correlations_beta_effect_scatters_and_mo
     folder = analysis_study / "analysis"
     correlation = pd.read_csv(folder / "correlation.csv", dtype=str, keep_default_na=False)
     table = page.tables["table-analysis-correlation"]
-    assert table["header"] == ["disentanglement (x)", "robustness (y)", "models", "ρ [95% CI]",
-                               "partial ρ [95% CI]", "controlling for", "replicates"]
+    assert table["header"] == ["disentanglement (x)", "robustness (y)", "models", "ρ [95% CI]", "p", "q",
+                               "partial ρ [95% CI]", "p", "q", "controlling for", "replicates"]
     assert "sortable" in table["attrs"]["class"] and table["attrs"]["data-source"] == "analysis/correlation.csv"
-    assert table["rows"] == [[r.x, r.y, r.n_models, format_interval(r.rho, r.rho_low, r.rho_high),
-                              format_interval(r.partial_rho, r.partial_low, r.partial_high), r.control or "–",
-                              r.replicates_used] for r in correlation.itertuples()]
-    assert len(table["rows"]) == 4 and any(row[4] == "n/a" and row[5] == "–" for row in table["rows"])
+
+    def shown(value: str) -> str:
+        return format_p(float(value)) if value else "n/a"
+
+    assert table["rows"] == [[r.x, r.y, r.n_models, format_interval(r.rho, r.rho_low, r.rho_high), shown(r.p),
+                              shown(r.q), format_interval(r.partial_rho, r.partial_low, r.partial_high),
+                              shown(r.partial_p), shown(r.partial_q), r.control or "–", r.replicates_used]
+                             for r in correlation.itertuples()]
+    assert len(table["rows"]) == 4 and any(row[6] == "n/a" and row[9] == "–" for row in table["rows"])
+    assert all(row[4] != "n/a" for row in table["rows"])  # every raw ρ has its permutation p
     assert all(re.fullmatch(r"−?\d\.\d\d \[−?\d\.\d\d, −?\d\.\d\d\]", row[3]) for row in table["rows"])
     beta = pd.read_csv(folder / "beta-effect.csv", dtype=str, keep_default_na=False)
     rows = page.tables["table-analysis-beta-effect"]["rows"]

@@ -48,7 +48,7 @@ import pandas as pd
 from robust_vae.core.errors import ConfigError, DataError
 from robust_vae.evaluation.curves import cell_bootstrap_means
 from robust_vae.report.success import RATE_LABELS, RATES
-from robust_vae.report.tables import latex_escape, latex_table, markdown_table
+from robust_vae.report.tables import format_p, latex_escape, latex_table, markdown_table
 
 #: run.json keys that must agree for two runs to count as "the same attack setup"
 SETUP_KEYS = ("dataset", "attack", "hyperparameters", "per_pair", "seed", "classifier_sha256")
@@ -497,14 +497,6 @@ def _difference(metric: str, x: float) -> str:
     if metric == "auddc":
         return "n/a" if not np.isfinite(x) else f"{x:+.4f}"
     return _signed_pp(x)
-
-
-def format_p(p: float) -> str:
-    if not np.isfinite(p):
-        return "n/a"
-    if p < 1e-4:
-        return "<0.0001"
-    return f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
 
 
 def comparisons_frame(comparisons: Sequence[Comparison]) -> pd.DataFrame:

@@ -32,10 +32,20 @@ Uncertainty comes from a hierarchical bootstrap, vectorised over replicates:
 Both the raw and the partial coefficient are computed on every replicate; a replicate in which
 a column is constant (or the partial correlation is undefined) is dropped, and the number used
 is reported. Intervals are percentile intervals (95 %).
+
+Why a permutation test as well: with few models a percentile bootstrap of a rank correlation
+is degenerate (resamples of 4 points often hold 2 distinct ones, whose ρ is ±1), so an interval
+can exclude 0 where no test could. ``p``: two-sided permutation p-value of ρ over the points
+(every permutation when there are at most :data:`EXACT_PERMUTATIONS` of them, else a seeded
+Monte Carlo sample, (1 + hits)/(1 + draws)); with 4 points no ρ can reach p < 0.05 (the
+smallest p is 2/24). ``partial_p``: the same for the partial ρ, permuting the residuals of
+y's ranks on the control's (Freedman & Lane 1983). A table of many pairs is many tests:
+:func:`benjamini_hochberg` turns the column of p into q-values (false discovery rate).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,8 +61,10 @@ from robust_vae.core.errors import ConfigError
 DEFAULT_REPLICATES = 2000
 LEVEL = 0.95
 #: one row of :func:`correlation_table`, in order
-TABLE_COLUMNS = ("x", "y", "n_models", "rho", "rho_low", "rho_high", "partial_rho", "partial_low",
-                 "partial_high", "control", "replicates_used")
+TABLE_COLUMNS = ("x", "y", "n_models", "rho", "rho_low", "rho_high", "p", "q", "partial_rho", "partial_low",
+                 "partial_high", "partial_p", "partial_q", "control", "replicates_used")
+DEFAULT_PERMUTATIONS = 10_000
+EXACT_PERMUTATIONS = 40_320  # 8!: up to 8 points every permutation is enumerated
 _MIN_ROWS = 3
 _CHUNK = 1 << 22  # example indices drawn at a time when resampling non-binary per-example values
 
@@ -161,11 +173,76 @@ def partial_spearman(x: npt.ArrayLike, y: npt.ArrayLike, z: npt.ArrayLike) -> fl
     return float(partial)
 
 
+# ------------------------------------------------------------------ permutation test
+def _permutations(n: int, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """(P, n) index permutations and whether they are all n! of them (else ``draws`` random ones)."""
+    if math.factorial(n) <= max(draws, EXACT_PERMUTATIONS):
+        return np.array(list(itertools.permutations(range(n))), dtype=np.intp), True
+    return rng.permuted(np.tile(np.arange(n), (draws, 1)), axis=1), False
+
+
+def _p_value(observed: float, permuted: np.ndarray, exact: bool) -> float:
+    """Two-sided: the share of permuted coefficients at least as far from 0 as the observed one
+    (exact: over all permutations, the identity included; sampled: (1 + hits)/(1 + draws))."""
+    if not np.isfinite(observed):
+        return math.nan
+    permuted = permuted[np.isfinite(permuted)]
+    hits = int((np.abs(permuted) >= abs(observed) - 1e-12).sum())
+    return hits / len(permuted) if exact else (1 + hits) / (1 + len(permuted))
+
+
+def permutation_p(x: np.ndarray, y: np.ndarray, z: np.ndarray | None = None,
+                  permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
+    """Two-sided permutation p-values of Spearman's ρ of the points (n,) x and y, and (with z) of
+    the partial ρ controlling for z (NaN without z): y permuted against x for ρ; for the partial
+    ρ the residuals of y's ranks on z's ranks permuted and added back to the fit (Freedman–Lane),
+    so that y keeps its relation to z under the null."""
+    rng = np.random.default_rng(seed)
+    order, exact = _permutations(len(x), permutations, rng)
+    rx, ry = _ranks(x), _ranks(y)
+    p = _p_value(float(_pearson_rows(rx, ry)), _pearson_rows(rx[None, :], ry[order]), exact)
+    if z is None:
+        return p, math.nan
+    rz = _ranks(z)
+    design = np.column_stack([np.ones_like(rz), rz])
+    coef, *_ = np.linalg.lstsq(design, ry, rcond=None)
+    fitted = design @ coef
+    residual = ry - fitted
+    y_null = fitted[None, :] + residual[order]  # (P, n)
+    r_xz = _pearson_rows(rx, rz)
+    observed = float(_partial_rows(_pearson_rows(rx, ry), r_xz, _pearson_rows(ry, rz)))
+    permuted = _partial_rows(_pearson_rows(rx[None, :], y_null), r_xz, _pearson_rows(y_null, rz[None, :]))
+    return p, _p_value(observed, permuted, exact)
+
+
+def benjamini_hochberg(p: npt.ArrayLike) -> np.ndarray:
+    """Benjamini–Hochberg q-values of the p-values (m,), NaNs left out of the count and kept as
+    NaN: q_(i) = min over j ≥ i of m·p_(j)/j, capped at 1."""
+    values = np.asarray(p, dtype=float)
+    q = np.full(values.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(values))
+    if finite.size:
+        order = finite[np.argsort(values[finite], kind="stable")]
+        m = finite.size
+        scaled = values[order] * m / np.arange(1, m + 1)
+        q[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    return q
+
+
+def with_q_values(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with ``q`` and ``partial_q`` filled from its ``p`` and ``partial_p`` columns
+    (Benjamini–Hochberg over its rows: one family of tests per table)."""
+    out = table.copy()
+    out["q"] = benjamini_hochberg(out["p"].to_numpy(dtype=float))
+    out["partial_q"] = benjamini_hochberg(out["partial_p"].to_numpy(dtype=float))
+    return out
+
+
 # ------------------------------------------------------------------ bootstrap
 @dataclass(frozen=True)
 class Correlation:
     """Raw and partial Spearman's ρ of x and y over ``n_models`` models with bootstrap 95 %
-    percentile intervals; the partial fields are NaN when ``control`` is None. ``rho_samples``
+    percentile intervals and permutation p-values; the partial fields are NaN when ``control`` is None. ``rho_samples``
     and ``partial_samples``: (replicates_used,) coefficients of the replicates kept."""
 
     x: str
@@ -178,14 +255,17 @@ class Correlation:
     partial_rho: float
     partial_low: float
     partial_high: float
+    p: float
+    partial_p: float
     replicates: int
     replicates_used: int
     rho_samples: np.ndarray = field(repr=False, compare=False)
     partial_samples: np.ndarray = field(repr=False, compare=False)
 
     def row(self) -> dict[str, Any]:
-        """The :data:`TABLE_COLUMNS` of this pair."""
-        return {name: getattr(self, name) for name in TABLE_COLUMNS}
+        """The :data:`TABLE_COLUMNS` of this pair (``q`` and ``partial_q`` NaN: a table's
+        :func:`with_q_values` fills them)."""
+        return {name: getattr(self, name, math.nan) for name in TABLE_COLUMNS}
 
 
 def _interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
@@ -275,10 +355,12 @@ def _group_means(values: np.ndarray, members: Sequence[np.ndarray]) -> np.ndarra
 
 def bootstrap_correlation(frame: pd.DataFrame, x: str, y: str, control: str | None = None,
                           examples: Examples | None = None, replicates: int = DEFAULT_REPLICATES,
-                          seed: int = 0, groups: str | None = None) -> Correlation:
+                          seed: int = 0, groups: str | None = None,
+                          permutations: int = DEFAULT_PERMUTATIONS) -> Correlation:
     """Spearman's ρ of columns x and y of the models frame, and (with ``control``) the partial ρ
     controlling for it, with hierarchical-bootstrap 95 % intervals (units, then with ``groups``
-    each model's seeds, then each row's per-example values where ``examples`` has them).
+    each model's seeds, then each row's per-example values where ``examples`` has them) and
+    :func:`permutation_p` p-values over the units (``permutations`` draws, seeded by ``seed``).
 
     ``groups``: None makes every row a unit; a column name (``"model"``) makes each of its values
     one unit whose value is the mean over its rows (its seeds). Every coefficient uses the same
@@ -302,6 +384,8 @@ def bootstrap_correlation(frame: pd.DataFrame, x: str, y: str, control: str | No
     else:
         rho = float(spearman_rows(checked[0], checked[1]))
         partial = partial_spearman(*(pd.Series(c, name=n) for n, c in zip(names, checked)))
+    p, partial_p = permutation_p(checked[0], checked[1], None if control is None else checked[2], permutations,
+                                 seed)
 
     units = len(members)
     rng = np.random.default_rng(seed)
@@ -332,7 +416,7 @@ def bootstrap_correlation(frame: pd.DataFrame, x: str, y: str, control: str | No
     partial_low, partial_high = (math.nan, math.nan) if control is None else _interval(partial_samples)
     return Correlation(x=x, y=y, control=control, n_models=units, rho=rho, rho_low=rho_low, rho_high=rho_high,
                        partial_rho=partial, partial_low=partial_low, partial_high=partial_high,
-                       replicates=replicates, replicates_used=int(used.sum()),
+                       p=p, partial_p=partial_p, replicates=replicates, replicates_used=int(used.sum()),
                        rho_samples=rho_samples, partial_samples=partial_samples)
 
 
@@ -344,7 +428,8 @@ def correlation_table(frame: pd.DataFrame, x_columns: Sequence[str], y_columns: 
 
     Typically x: disentanglement metrics, y: robustness metrics, control: reconstruction error.
     With ``control`` None, or for a pair that includes the control, the partial columns are NaN
-    (and ``control`` is None). Every pair uses the same ``seed`` and ``groups``.
+    (and ``control`` is None). Every pair uses the same ``seed`` and ``groups``; ``q`` and
+    ``partial_q`` are the Benjamini–Hochberg q-values over the table's pairs.
     """
     rows = []
     for x in x_columns:
@@ -353,7 +438,7 @@ def correlation_table(frame: pd.DataFrame, x_columns: Sequence[str], y_columns: 
                 continue
             pair_control = None if control in (x, y) else control
             rows.append(bootstrap_correlation(frame, x, y, pair_control, examples, replicates, seed, groups).row())
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    return with_q_values(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
 
 
 def beta_effect(frame: pd.DataFrame, x: str = "beta", *, y: str, family: str | None = None,

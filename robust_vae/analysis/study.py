@@ -99,7 +99,6 @@ from robust_vae.analysis.comparison import (
     RunCounts,
     compare_groups,
     comparisons_markdown,
-    format_p,
     group_marginals,
     save_comparisons,
 )
@@ -134,7 +133,7 @@ from robust_vae.report.success import (
     plot_marginal_bars,
     save_figure,
 )
-from robust_vae.report.tables import latex_escape, latex_table, markdown_table
+from robust_vae.report.tables import format_p, latex_escape, latex_table, markdown_table
 
 STUDY_KEYS = {"name", "description", "dataset", "per_pair", "seed", "batch_size", "main_recipe",
               "bootstrap", "bootstrap_seed", "permutations", "runs_dir", "set"}

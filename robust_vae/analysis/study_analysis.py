@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from robust_vae.analysis.convergence import HEADLINE_SCORES
-from robust_vae.analysis.correlation import TABLE_COLUMNS, beta_effect, bootstrap_correlation
+from robust_vae.analysis.correlation import TABLE_COLUMNS, beta_effect, bootstrap_correlation, with_q_values
 from robust_vae.analysis.models_frame import ModelsFrame, check_card_template, check_robustness_metric
 from robust_vae.core.errors import ConfigError
 from robust_vae.report.correlation import correlation_markdown, plot_correlation_scatter, save_correlation_tables
@@ -177,7 +177,8 @@ def correlation_rows(models: ModelsFrame, xs: Sequence[str], ys: Sequence[str], 
     """One :data:`TABLE_COLUMNS` row per (x, y) pair that can be computed (as
     ``correlation_table``, but a pair that cannot is a line in ``notes``, not an error). Where
     only the partial ρ is undefined (x or y a monotone function of the control), the row keeps
-    the raw ρ over the same models, with no control. ``groups``: as in ``bootstrap_correlation``."""
+    the raw ρ over the same models, with no control. ``groups``: as in ``bootstrap_correlation``;
+    the q-values are over the rows returned."""
     frame = models.frame
     controlled = frame if control is None else frame[np.isfinite(frame[control].to_numpy(dtype=float))]
     rows = []
@@ -194,7 +195,7 @@ def correlation_rows(models: ModelsFrame, xs: Sequence[str], ys: Sequence[str], 
                     continue
                 notes.append(f"`{x}` vs `{y}`: no partial ρ, {error}")
             rows.append(bootstrap_correlation(controlled, x, y, None, models.examples, replicates, seed, groups).row())
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    return with_q_values(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
 
 
 def write_analysis(analysis: Analysis, models: ModelsFrame, out: Path, seed: int = 0) -> AnalysisReport:
@@ -280,7 +281,7 @@ def _write_beta_effect(analysis: Analysis, columns: Sequence[str], models: Model
             notes.append(f"β effect on `{y}` along {family}: {error}")
     if not rows:
         return [*lines, "Not computed (see below)."]
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table = with_q_values(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
     rep.beta_effect = table
     rep.written += save_correlation_tables(table, folder, "beta-effect", points=analysis.points,
                                            levels=analysis.levels).values()

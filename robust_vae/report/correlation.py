@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from robust_vae.core.errors import ConfigError
 from robust_vae.report.success import new_figure, save_figure
-from robust_vae.report.tables import latex_escape, latex_table, markdown_table
+from robust_vae.report.tables import format_p, latex_escape, latex_table, markdown_table
 
 MINUS = "\u2212"
 LEVEL = 0.95
@@ -71,8 +71,8 @@ def _has_partial(table: pd.DataFrame) -> bool:
 
 
 def _check_table(table: pd.DataFrame) -> None:
-    required = ("x", "y", "n_models", "rho", "rho_low", "rho_high", "partial_rho", "partial_low",
-                "partial_high", "control", "replicates_used")
+    required = ("x", "y", "n_models", "rho", "rho_low", "rho_high", "p", "q", "partial_rho", "partial_low",
+                "partial_high", "partial_p", "partial_q", "control", "replicates_used")
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise ConfigError(f"correlation table lacks column(s) {missing}: expected correlation_table's output")
@@ -90,24 +90,27 @@ def correlation_markdown(table: pd.DataFrame, digits: int = 2, points: str = DEF
     (both for the key line)."""
     _check_table(table)
     partial = _has_partial(table)
-    header = ["x", "y", "models", "Spearman ρ [95 % CI]"]
+    header = ["x", "y", "models", "Spearman ρ [95 % CI]", "p", "q"]
     if partial:
-        header += ["partial ρ [95 % CI]", "controlling for"]
+        header += ["partial ρ [95 % CI]", "p", "q", "controlling for"]
     header.append("replicates")
     rows = []
     for r in table.itertuples(index=False):
-        row: list[object] = [r.x, r.y, int(r.n_models), format_interval(r.rho, r.rho_low, r.rho_high, digits)]
+        row: list[object] = [r.x, r.y, int(r.n_models), format_interval(r.rho, r.rho_low, r.rho_high, digits),
+                             format_p(r.p), format_p(r.q)]
         if partial:
             control = _control(r.control)
-            row += [format_interval(r.partial_rho, r.partial_low, r.partial_high, digits) if control else "—",
-                    control or "—"]
+            row += ([format_interval(r.partial_rho, r.partial_low, r.partial_high, digits), format_p(r.partial_p),
+                     format_p(r.partial_q), control] if control else ["—", "—", "—", "—"])
         row.append(int(r.replicates_used))
         rows.append(row)
-    align = "llrrrlr" if partial else "llrrr"
+    align = "llrrrrrrrlr" if partial else "llrrrrr"
     key = f"ρ: Spearman rank correlation over the {points}; "
     if partial:
         key += f"partial ρ: the same with the ranks of {', '.join(_controls(table))} partialled out; "
-    key += f"[low, high]: 95 % hierarchical-bootstrap percentile interval ({levels}); replicates: bootstrap replicates used."
+    key += (f"[low, high]: 95 % hierarchical-bootstrap percentile interval ({levels}); p: two-sided permutation "
+            "p-value over the points" + (" (for the partial ρ, of the residuals on the control)" if partial else "")
+            + "; q: Benjamini–Hochberg q-value over the table's rows; replicates: bootstrap replicates used.")
     return markdown_table(header, rows, align) + "\n\n" + key + "\n"
 
 
@@ -122,33 +125,38 @@ def _latex_interval(value: Any, low: Any, high: Any, digits: int) -> str:
     return f"${point}$ [${low_text}$, ${high_text}$]"
 
 
+def _latex_p(value: Any) -> str:
+    return format_p(float(value)).replace("<", "$<$")
+
+
 def correlation_latex(table: pd.DataFrame, caption: str | None = None, label: str = "tab:correlation",
                       digits: int = 2, points: str = DEFAULT_POINTS) -> str:
     """The same table as :func:`correlation_markdown` as a booktabs LaTeX table."""
     _check_table(table)
     partial = _has_partial(table)
-    header = ["$x$", "$y$", "models", r"$\rho$ [95\,\% CI]"]
-    spec = "llrr"
+    header = ["$x$", "$y$", "models", r"$\rho$ [95\,\% CI]", "$p$", "$q$"]
+    spec = "llrrrr"
     if partial:
-        header += [r"partial $\rho$ [95\,\% CI]", "control"]
-        spec += "rl"
+        header += [r"partial $\rho$ [95\,\% CI]", "$p$", "$q$", "control"]
+        spec += "rrrl"
     header.append("replicates")
     spec += "r"
     rows = []
     for r in table.itertuples(index=False):
         row = [latex_escape(r.x), latex_escape(r.y), str(int(r.n_models)),
-               _latex_interval(r.rho, r.rho_low, r.rho_high, digits)]
+               _latex_interval(r.rho, r.rho_low, r.rho_high, digits), _latex_p(r.p), _latex_p(r.q)]
         if partial:
             control = _control(r.control)
-            row += [_latex_interval(r.partial_rho, r.partial_low, r.partial_high, digits) if control else "--",
-                    latex_escape(control) if control else "--"]
+            row += ([_latex_interval(r.partial_rho, r.partial_low, r.partial_high, digits), _latex_p(r.partial_p),
+                     _latex_p(r.partial_q), latex_escape(control)] if control else ["--"] * 4)
         row.append(str(int(r.replicates_used)))
         rows.append(row)
     if caption is None:
         controls = ", ".join(latex_escape(c) for c in _controls(table))
         caption = (f"Spearman rank correlations across {latex_escape(points)}"
                    + (f", raw and partial (controlling for {controls})" if partial else "")
-                   + r", with 95\,\% hierarchical-bootstrap percentile intervals.")
+                   + r", with 95\,\% hierarchical-bootstrap percentile intervals, two-sided permutation $p$-values"
+                   + r" and Benjamini--Hochberg $q$-values over the table's rows.")
     return latex_table(spec, header, rows, caption=caption, label=label)
 
 

@@ -44,6 +44,7 @@ from robust_vae.report.classes import ClassLabels, for_dataset, from_metadata, s
 from robust_vae.report.correlation import format_interval
 from robust_vae.report.robustness import HEADLINE, interval
 from robust_vae.report.success import RATE_LABELS
+from robust_vae.report.tables import format_p
 
 PAGE_NAME = "index.html"
 MAX_EMBED_BYTES = 4_000_000  # a larger PNG is linked relatively instead of embedded
@@ -369,7 +370,8 @@ def markdown(ctx: Context, path: Path, anchors: Mapping[Path, str] | None = None
 class Col:
     """A column built from CSV fields: ``fmt`` joins them; ``percent``: fractions shown ×100;
     ``heat``: the value that is full colour (100 for percentages, 1 for fractions); ``bold_if_apart``:
-    bold when the interval of fields 1 and 2 excludes 0."""
+    bold when the interval of fields 1 and 2 excludes 0; ``bold_below``: (field, threshold), bold
+    when that field of the record is below the threshold."""
 
     label: str
     fields: tuple[str, ...]
@@ -378,6 +380,7 @@ class Col:
     heat: float | None = None
     code: bool = False
     bold_if_apart: bool = False
+    bold_below: tuple[str, float] | None = None
     split: bool = False  # "a (b)": b on a second line (the cell's text stays "a (b)")
     show: Callable[..., str] | None = None  # the text from the fields, instead of ``fmt``
 
@@ -415,6 +418,10 @@ def _cell(record: Mapping[str, str], col: Col) -> Cell:
     if col.bold_if_apart:
         lo, hi = sort_key(values[1]), sort_key(values[2])
         style = "font-weight:700" if lo is not None and hi is not None and (lo > 0 or hi < 0) else ""
+    if col.bold_below is not None:
+        field, threshold = col.bold_below
+        below = sort_key(record.get(field, ""))
+        style = "font-weight:700" if below is not None and below < threshold else ""
     text, sub = col.show(*values) if col.show else col.fmt.format(*values), ""
     if col.split and " (" in text:
         text, sub = text.split(" (", 1)
@@ -713,20 +720,34 @@ def _dash(text: str) -> str:
     return text or "–"
 
 
+SIGNIFICANT = 0.05  # a correlation's q below this is shown in bold
+
+
+def _p(text: str) -> str:
+    """A p- or q-value from a CSV as the tables print it."""
+    try:
+        return format_p(float(text))
+    except ValueError:
+        return "n/a"
+
+
 def correlation_table(ctx: Context, path: Path, table_id: str, caption: str, pairs: Sequence[Col]) -> Table:
     """A correlation table (``correlation.csv``, ``beta-effect.csv``): ``pairs`` (the columns naming
     the pair), models, ρ and (where some row has a control) the partial ρ with their intervals as
     ``correlation.md`` shows them, bold when the interval excludes 0; sorted on the exact values."""
     _, records = csv_records(path)
     cols = [*pairs, Col("models", ("n_models",)),
-            Col("ρ [95% CI]", ("rho", "rho_low", "rho_high"), show=format_interval, bold_if_apart=True)]
+            Col("ρ [95% CI]", ("rho", "rho_low", "rho_high"), show=format_interval, bold_below=("q", SIGNIFICANT)),
+            Col("p", ("p",), show=_p), Col("q", ("q",), show=_p)]
     if any(r.get("control") for r in records):
         cols += [Col("partial ρ [95% CI]", ("partial_rho", "partial_low", "partial_high"), show=format_interval,
-                     bold_if_apart=True),
+                     bold_below=("partial_q", SIGNIFICANT)),
+                 Col("p", ("partial_p",), show=_p), Col("q", ("partial_q",), show=_p),
                  Col("controlling for", ("control",), show=_dash)]
     cols.append(Col("replicates", ("replicates_used",)))
     return build_table(records, cols, table_id=table_id, caption=caption, source=ctx.name(path),
-                       notes=["ρ in bold: its 95 % interval excludes 0."])
+                       notes=[f"ρ in bold: q < {SIGNIFICANT:g} (two-sided permutation test over the points; "
+                              "Benjamini–Hochberg over the table's rows). p and q are sorted on their exact values."])
 
 
 def _scatter_titles(folder: Path) -> dict[str, str]:

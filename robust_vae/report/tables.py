@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}"}
 _MARKDOWN_ALIGN = {"l": ":---", "r": "---:", "c": ":---:"}
+
+
+def format_p(p: float) -> str:
+    """A p- or q-value for a table: ``<0.0001``, 4 decimals below 0.01, else 3; ``n/a`` when not finite."""
+    if not math.isfinite(p):
+        return "n/a"
+    if p < 1e-4:
+        return "<0.0001"
+    return f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
 
 
 def latex_escape(text: object) -> str:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,10 +13,12 @@ from scipy import stats
 
 from robust_vae.analysis.correlation import (
     TABLE_COLUMNS,
+    benjamini_hochberg,
     beta_effect,
     bootstrap_correlation,
     correlation_table,
     partial_spearman,
+    permutation_p,
     resampled_means,
     spearman,
 )
@@ -187,6 +191,49 @@ def test_grouped_bootstrap_resamples_seeds_together_and_is_wider_than_pseudo_rep
     with pytest.raises(ConfigError) as error:
         bootstrap_correlation(frame, "mig", "as_target", replicates=10, groups="config")
     assert "no column 'config'" in one_line(error)
+
+
+# ----------------------------------------------------------------- permutation test, q-values
+def test_permutation_p_is_exact_for_few_points_and_equals_scipy() -> None:
+    # 4 points in perfect order: only the identity and the reversal are as extreme, p = 2/24
+    assert permutation_p(np.arange(4.0), np.arange(4.0) ** 2)[0] == pytest.approx(2 / 24)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=7), rng.normal(size=7)
+    y = y + x
+    observed = abs(stats.spearmanr(x, y).statistic)
+    extreme = [abs(stats.spearmanr(x, y[list(order)]).statistic) >= observed - 1e-12
+               for order in itertools.permutations(range(7))]
+    scipy_p = float(np.mean(extreme))  # every one of the 7! pairings, scipy's ρ for each
+    assert permutation_p(x, y)[0] == pytest.approx(scipy_p)  # 7! < 40,320: enumerated, not sampled
+
+
+def test_permutation_p_samples_many_points_and_tests_the_partial_against_residuals() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=40)
+    x = z + 0.3 * rng.normal(size=40)
+    driven = z + 0.3 * rng.normal(size=40)  # related to x only through z
+    p_raw, p_partial = permutation_p(x, driven, z, permutations=2000, seed=0)
+    assert p_raw == pytest.approx(1 / 2001)  # a strong raw ρ: no permutation reaches it
+    assert p_partial > 0.05  # ... that the control explains
+    linked = driven + 2.0 * (x - z)  # and now x matters given z
+    assert permutation_p(x, linked, z, permutations=2000, seed=0)[1] < 0.01
+    again = permutation_p(x, driven, z, permutations=2000, seed=0)
+    assert again == (p_raw, p_partial)  # seeded
+
+
+def test_benjamini_hochberg_equals_scipy_and_keeps_nan() -> None:
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.2, 0.0005])
+    q = benjamini_hochberg(p)
+    finite = np.isfinite(p)
+    np.testing.assert_allclose(q[finite], stats.false_discovery_control(p[finite]))
+    assert np.isnan(q[2]) and np.all(q[finite] >= p[finite])
+
+
+def test_a_correlation_table_has_p_and_q_values() -> None:
+    table = correlation_table(models_frame(), ["mig", "dci"], ["as_target"], replicates=200, seed=0)
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    np.testing.assert_allclose(table["q"], stats.false_discovery_control(table["p"]))
+    assert table.loc[table["x"] == "mig", "p"].iloc[0] < 0.01  # mig drives as_target in the fixture
 
 
 # ----------------------------------------------------------------- errors
