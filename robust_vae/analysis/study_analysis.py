@@ -250,14 +250,10 @@ def write_analysis(analysis: Analysis, models: ModelsFrame, out: Path, seed: int
 def unit_sentence(analysis: Analysis, frame: pd.DataFrame, seed: int) -> str:
     """What a point of the correlation is and how the interval is drawn, for results.md."""
     rows = f"the {len(frame)} model × seed rows of `{FOLDER}/models.csv`"
-    if analysis.groups is None:
-        return (f"Points: {rows}, each trained network one point (`unit = \"network\"`); Spearman ρ across them "
-                f"with 95 % hierarchical-bootstrap intervals ({analysis.bootstrap} replicates, seed {seed}: "
-                "networks, then each network's examples)")
-    count = frame[analysis.groups].nunique()
-    return (f"Points: the {count} models, each the mean over its seeds of {rows} (`unit = \"model\"`); "
-            f"Spearman ρ across them with 95 % hierarchical-bootstrap intervals ({analysis.bootstrap} replicates, "
-            f"seed {seed}: models, then each model's seeds, then each seed's examples)")
+    points = (f"{rows}, each trained network one point" if analysis.groups is None else
+              f"the {frame[analysis.groups].nunique()} models, each the mean over its seeds of {rows}")
+    return (f"Points: {points} (`unit = \"{analysis.unit}\"`); Spearman ρ across them with 95 % hierarchical-bootstrap "
+            f"intervals ({analysis.bootstrap} replicates, seed {seed}: {analysis.levels})")
 
 
 def _write_beta_effect(analysis: Analysis, columns: Sequence[str], models: ModelsFrame, seed: int,
@@ -286,4 +282,5 @@ def _write_beta_effect(analysis: Analysis, columns: Sequence[str], models: Model
     rep.written += save_correlation_tables(table, folder, "beta-effect", points=analysis.points,
                                            levels=analysis.levels).values()
     return [*lines, f"Spearman ρ of each metric against β over the {family} {analysis.points}:", "",
-            correlation_markdown(table, points=analysis.points, levels=analysis.levels).rstrip(), "", f"Tables: `{FOLDER}/beta-effect.csv`, `.md`, `.tex`."]
+            correlation_markdown(table, points=analysis.points, levels=analysis.levels).rstrip(), "",
+            f"Tables: `{FOLDER}/beta-effect.csv`, `.md`, `.tex`."]

@@ -249,10 +249,8 @@ def model_points(frame: pd.DataFrame, x: str, y: str, family_column: str = "fami
 
 
 LOG_SPAN = 30.0  # a positive axis with max/min at least this (about 1.5 decades) ...
+SKEW = 0.2  # ... and the median in the lowest fifth of the range (bunched low, a few far above) is logged
 MARGIN = 0.08  # of the points' range (in log10 on a log axis), around them
-
-
-SKEW = 0.2  # ... and the median in the lowest fifth of the range: bunched at the low end, a few far above
 
 
 def _wants_log(values: np.ndarray) -> bool:
@@ -294,9 +292,10 @@ def plot_correlation_scatter(frame: pd.DataFrame, x: str, y: str, path: str | Pa
     :class:`LineFit` is drawn as given; False draws no line. Axis labels are the column names.
     A heavy-tailed axis (all positive, spanning a factor of 30 or more, its median in the lowest
     fifth of its range: the pullback metric's λ_max, or a MIG where one family is an order of
-    magnitude above the rest) is drawn on a log scale and fitted in log10, so one model does not flatten the rest. The axes hold the points (model and
-    seed level) with a margin; the band is clipped to them, since a few high-leverage models can
-    make the bootstrap lines fan out far beyond any data.
+    magnitude above the rest) is drawn on a log scale and fitted in log10, so one model does not
+    flatten the rest. The axes hold the points (model and seed level) with a margin; the band is
+    clipped to them, since a few high-leverage models can make the bootstrap lines fan out far
+    beyond any data.
     """
     models = model_points(frame, x, y, family_column, model_column)
     if models.empty:

@@ -733,8 +733,9 @@ def _p(text: str) -> str:
 
 def correlation_table(ctx: Context, path: Path, table_id: str, caption: str, pairs: Sequence[Col]) -> Table:
     """A correlation table (``correlation.csv``, ``beta-effect.csv``): ``pairs`` (the columns naming
-    the pair), models, ρ and (where some row has a control) the partial ρ with their intervals as
-    ``correlation.md`` shows them, bold when the interval excludes 0; sorted on the exact values."""
+    the pair), models, ρ and (where some row has a control) the partial ρ with their intervals,
+    p- and q-values as ``correlation.md`` shows them, ρ bold when its q is below SIGNIFICANT;
+    sorted on the exact values."""
     _, records = csv_records(path)
     cols = [*pairs, Col("models", ("n_models",)),
             Col("ρ [95% CI]", ("rho", "rho_low", "rho_high"), show=format_interval, bold_below=("q", SIGNIFICANT)),
