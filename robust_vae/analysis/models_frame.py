@@ -198,6 +198,7 @@ def models_frame(rows: Sequence[ModelRow], dataset: str, card_columns: Sequence[
     records: list[dict[str, object]] = []
     result = ModelsFrame(pd.DataFrame())
     missing: dict[tuple[str, str], list[str]] = {}  # (column, why) -> rows
+    with_card: list[bool] = []
     for i, row in enumerate(rows):
         label = f"{row.name} seed {row.seed}"
         try:
@@ -205,6 +206,7 @@ def models_frame(rows: Sequence[ModelRow], dataset: str, card_columns: Sequence[
         except ZooError:
             card = None
             missing.setdefault(("", "no zoo card"), []).append(label)
+        with_card.append(card is not None)
         record: dict[str, object] = {"model": row.name, "seed": row.seed,
                                      "family": str(card.data["family"]) if card is not None else row.model}
         for column in ("beta", *card_columns):
@@ -233,6 +235,11 @@ def models_frame(rows: Sequence[ModelRow], dataset: str, card_columns: Sequence[
             if array is not None:
                 result.examples.setdefault(column, {})[i] = array
         records.append(record)
+    # a seed not trained yet takes its family from a sibling seed's card, so that one model name is one family
+    family_of = {str(r["model"]): r["family"] for r, has_card in zip(records, with_card) if has_card}
+    for record, has_card in zip(records, with_card):
+        if not has_card:
+            record["family"] = family_of.get(str(record["model"]), record["family"])
     columns = list(dict.fromkeys(["model", "family", "seed", "beta", *card_columns, *robustness]))
     result.frame = pd.DataFrame(records, columns=columns)
     result.notes = [(f"`{column}` missing for " if column else "card values missing for ")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_vae.analysis.models_frame import ModelsFrame, models_frame
+from robust_vae.analysis.models_frame import ModelRow, ModelsFrame, models_frame
 from robust_vae.analysis.study import RunStatus, Study, read_study, report, study_models
 from robust_vae.analysis.study_analysis import Analysis, write_analysis
 from robust_vae.core.errors import ConfigError
@@ -173,6 +173,18 @@ def test_the_models_frame_holds_what_was_written(study: tuple[Study, list[RunSta
     assert set(np.unique(as_target[3])) == {0.0, 1.0} and len(as_target[3]) == 90
     assert len(models.examples["tabacof:auddc"][0]) == 89
     assert any("ghost seed 0 (no zoo card)" in note for note in models.notes)
+
+
+def test_a_seed_not_trained_yet_keeps_its_models_family(study: tuple[Study, list[RunStatus]]) -> None:
+    """A row without a card (seed 5 of m3, not in the zoo) takes the family of m3's seed 0, not its name."""
+    parsed, _ = study
+    assert parsed.analysis is not None
+    rows = [ModelRow("m3", "m3", 0), ModelRow("m3", "m3", 5), ModelRow("ghost", "ghost", 0)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROBUST_VAE_MODELS", str(parsed.out_dir.parent / "zoo"))
+        frame = models_frame(rows, "mnist", ["recon_bce"], [], {}).frame
+    assert list(frame["family"]) == ["betavae", "betavae", "ghost"]
+    assert np.isnan(frame["recon_bce"].iloc[1])
 
 
 def test_a_monotone_relation_has_rank_correlation_one(study: tuple[Study, list[RunStatus]]) -> None:
