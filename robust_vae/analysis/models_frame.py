@@ -198,7 +198,7 @@ def models_frame(rows: Sequence[ModelRow], dataset: str, card_columns: Sequence[
     records: list[dict[str, object]] = []
     result = ModelsFrame(pd.DataFrame())
     missing: dict[tuple[str, str], list[str]] = {}  # (column, why) -> rows
-    with_card: list[bool] = []
+    card_family: dict[str, str] = {}  # study name -> the family its cards give
     for i, row in enumerate(rows):
         label = f"{row.name} seed {row.seed}"
         try:
@@ -206,9 +206,10 @@ def models_frame(rows: Sequence[ModelRow], dataset: str, card_columns: Sequence[
         except ZooError:
             card = None
             missing.setdefault(("", "no zoo card"), []).append(label)
-        with_card.append(card is not None)
+        if card is not None:
+            card_family.setdefault(row.name, str(card.data["family"]))
         record: dict[str, object] = {"model": row.name, "seed": row.seed,
-                                     "family": str(card.data["family"]) if card is not None else row.model}
+                                     "family": str(card.data["family"]) if card is not None else None}
         for column in ("beta", *card_columns):
             value = card_value(card, column) if card is not None else math.nan
             record[column] = value
@@ -235,11 +236,10 @@ def models_frame(rows: Sequence[ModelRow], dataset: str, card_columns: Sequence[
             if array is not None:
                 result.examples.setdefault(column, {})[i] = array
         records.append(record)
-    # a seed not trained yet takes its family from a sibling seed's card, so that one model name is one family
-    family_of = {str(r["model"]): r["family"] for r, has_card in zip(records, with_card) if has_card}
-    for record, has_card in zip(records, with_card):
-        if not has_card:
-            record["family"] = family_of.get(str(record["model"]), record["family"])
+    # a seed not trained yet takes its family from a sibling seed's card (else its zoo name), so one name is one family
+    for row, record in zip(rows, records):
+        if record["family"] is None:
+            record["family"] = card_family.get(row.name, row.model)
     columns = list(dict.fromkeys(["model", "family", "seed", "beta", *card_columns, *robustness]))
     result.frame = pd.DataFrame(records, columns=columns)
     result.notes = [(f"`{column}` missing for " if column else "card values missing for ")
