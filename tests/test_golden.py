@@ -156,7 +156,8 @@ def test_golden_comparison_off_platform(tmp_path: Path) -> None:
         assert_matches_golden(actual, expected, sensitive=True, same_platform=False)
 
 
-@pytest.mark.parametrize("study", ["reports/mnist/study", "reports/dsprites/study", "reports/mnist/families"])
+@pytest.mark.parametrize("study", ["reports/mnist/study", "reports/dsprites/study", "reports/mnist/families",
+                                   "reports/fashion-mnist/families"])
 def test_study_report_only_reproduces_committed_tables(study: str, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """``robust-vae study <study>/study.toml --report-only`` rewrites every committed table,
