@@ -33,15 +33,20 @@ from robust_vae.analysis.convergence import HEADLINE_SCORES
 from robust_vae.analysis.correlation import TABLE_COLUMNS, beta_effect, bootstrap_correlation, with_q_values
 from robust_vae.analysis.models_frame import ModelsFrame, check_card_template, check_robustness_metric
 from robust_vae.core.errors import ConfigError
-from robust_vae.report.correlation import correlation_markdown, plot_correlation_scatter, save_correlation_tables
+from robust_vae.report.correlation import (
+    DEFAULT_UNIT,
+    UNIT_GROUPS,
+    correlation_markdown,
+    plot_correlation_scatter,
+    save_correlation_tables,
+    unit_levels,
+    unit_points,
+)
 from robust_vae.report.html import slug
 
 #: the keys of ``[analysis]``
 ANALYSIS_KEYS = ("disentanglement", "robustness", "control", "beta_line", "bootstrap", "models",
                  "robustness_cards", "unit")
-#: ``unit`` -> the models-frame column whose values are the correlation's points (None: every row)
-UNITS = {"model": "model", "network": None}
-DEFAULT_UNIT = "model"
 DEFAULT_CONTROL = "recon_bce"
 FOLDER = "analysis"
 
@@ -68,18 +73,17 @@ class Analysis:
     @property
     def groups(self) -> str | None:
         """The models-frame column that groups rows into points (None: every row a point)."""
-        return UNITS[self.unit]
+        return UNIT_GROUPS[self.unit]
 
     @property
     def points(self) -> str:
         """What a point of ρ is, for the tables' key."""
-        return "models (each the mean over its seeds)" if self.groups else "trained networks (model × seed)"
+        return unit_points(self.unit)
 
     @property
     def levels(self) -> str:
         """What the bootstrap resamples, in order, for the tables' key."""
-        return ("models, then each model's seeds, then each seed's examples" if self.groups
-                else "networks, then each network's examples")
+        return unit_levels(self.unit)
 
 
 def _strings(table: dict[str, Any], key: str, default: Sequence[str], where: str) -> tuple[str, ...]:
@@ -126,8 +130,8 @@ def read_analysis(table: Any, where: str, recipes: Sequence[str], models: Sequen
         raise ConfigError(f"{where}: [analysis] models {strange} are not models of the study; known: "
                           f"{', '.join(dict.fromkeys(models))}")
     unit = table.get("unit", DEFAULT_UNIT)
-    if unit not in UNITS:
-        raise ConfigError(f"{where}: [analysis] unit must be one of {', '.join(map(repr, UNITS))}, got {unit!r}")
+    if unit not in UNIT_GROUPS:
+        raise ConfigError(f"{where}: [analysis] unit must be one of {', '.join(map(repr, UNIT_GROUPS))}, got {unit!r}")
     replicates = table.get("bootstrap", bootstrap)
     if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
         raise ConfigError(f"{where}: [analysis] bootstrap must be a whole number >= 1, got {replicates!r}")

@@ -81,6 +81,23 @@ def _check_table(table: pd.DataFrame) -> None:
 DEFAULT_POINTS = "models"
 DEFAULT_LEVELS = "models, then each model's examples"
 
+#: ``[analysis] unit`` -> the models-frame column whose values group its rows into points (None: each
+#: row, one model and seed, is a point). Here, below the analysis and the HTML page, so that both word
+#: the unit alike.
+UNIT_GROUPS: dict[str, str | None] = {"model": "model", "network": None}
+DEFAULT_UNIT = "model"
+
+
+def unit_points(unit: str) -> str:
+    """What a point of ρ is under ``unit`` (a key of :data:`UNIT_GROUPS`), for a table's key."""
+    return "models (each the mean over its seeds)" if UNIT_GROUPS[unit] else "trained networks (model × seed)"
+
+
+def unit_levels(unit: str) -> str:
+    """What the hierarchical bootstrap resamples under ``unit``, in order, for a table's key."""
+    return ("models, then each model's seeds, then each seed's examples" if UNIT_GROUPS[unit]
+            else "networks, then each network's examples")
+
 
 def correlation_markdown(table: pd.DataFrame, digits: int = 2, points: str = DEFAULT_POINTS,
                          levels: str = DEFAULT_LEVELS) -> str:

@@ -41,7 +41,7 @@ from markupsafe import Markup
 from robust_vae.core.errors import DataError
 from robust_vae.core.version import __version__
 from robust_vae.report.classes import ClassLabels, for_dataset, from_metadata, shared_classes
-from robust_vae.report.correlation import format_interval
+from robust_vae.report.correlation import DEFAULT_UNIT, UNIT_GROUPS, format_interval, unit_levels, unit_points
 from robust_vae.report.robustness import HEADLINE, interval
 from robust_vae.report.success import RATE_LABELS
 from robust_vae.report.tables import format_p
@@ -773,11 +773,10 @@ def analysis_blocks(ctx: Context, spec: Mapping[str, Any], scatter: Figures | No
     if not any((folder / name).is_file() for name in ANALYSIS_CSVS) and scatter is None:
         return ()
     settings = spec.get("analysis", {})
-    unit = settings.get("unit", "model") if isinstance(settings, Mapping) else "model"
-    points = ("the study's trained networks (each row of analysis/models.csv, one per model and seed, is a point; "
-              "intervals resample networks, then each network's examples)" if unit == "network" else
-              "the study's models (each the mean over its seeds of the rows of analysis/models.csv; intervals "
-              "resample models, then each model's seeds, then each seed's examples)")
+    unit = settings.get("unit", DEFAULT_UNIT) if isinstance(settings, Mapping) else DEFAULT_UNIT
+    unit = unit if unit in UNIT_GROUPS else DEFAULT_UNIT  # the study itself refuses another one
+    points = (f"the study's {unit_points(unit)}, from the rows of analysis/models.csv (intervals resample "
+              f"{unit_levels(unit)})")
     blocks: list[Block] = [Text(
         f"Spearman rank correlations across {points} between each disentanglement and each robustness metric, "
         "with 95 % hierarchical-bootstrap intervals; the partial ρ partials out the ranks of the control (by "
@@ -792,7 +791,7 @@ def analysis_blocks(ctx: Context, spec: Mapping[str, Any], scatter: Figures | No
         blocks.append(correlation_table(
             ctx, folder / "beta-effect.csv", "analysis-beta-effect",
             f"β effect: Spearman ρ of each metric against β{f' over the {family} models' if family else ''} "
-            f"({'each seed a point' if unit == 'network' else 'seed means'})", (Col("metric", ("y",)),)))
+            f"({'seed means' if UNIT_GROUPS[unit] else 'each seed a point'})", (Col("metric", ("y",)),)))
     if scatter is not None:
         blocks.append(scatter)
     if (folder / "models.csv").is_file():
