@@ -58,7 +58,8 @@ STUDY_DIR = REPO / "reports" / "mnist" / "study"
 # The committed pages of the disentanglement-against-robustness studies (issue "Does disentanglement
 # predict robustness?"); each is rerendered and compared, and loaded in the browser.
 ANALYSIS_STUDIES = {"dsprites-study": REPO / "reports" / "dsprites" / "study",
-                    "mnist-families": REPO / "reports" / "mnist" / "families"}
+                    "mnist-families": REPO / "reports" / "mnist" / "families",
+                    "fashion-mnist-families": REPO / "reports" / "fashion-mnist" / "families"}
 ARTIFACTS = REPO / "build" / "test-artifacts"
 EVIL = '<script>alert("x")</script> & \'quoted\''
 
