@@ -105,3 +105,24 @@ def test_a_study_table_can_set_overrides_and_threat_models(tmp_path: Path) -> No
         read_study(path)
     with pytest.raises(ConfigError, match="label_source"):
         RunConfig("vae", label_source="oracle")
+
+
+def test_a_run_finished_meanwhile_by_another_process_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run listed as new that another process finished before the study's loop reaches it is not run
+    again: its run.json keeps the timings of the call that made it."""
+    from robust_vae.analysis import study as study_module
+
+    study = Study(path=tmp_path / "s.toml", out_dir=tmp_path, dataset="mnist", per_pair=1, seed=0, batch_size=128,
+                  main_recipe="thesis-fast", bootstrap=10, bootstrap_seed=0, permutations=10,
+                  overrides={}, runs=[], marginal_models=[], figure_models=[], comparisons=[],
+                  attack_strength=None)
+    first, second = (RunSpec(model, 0, "thesis-fast", tmp_path / "runs", per_pair=1) for model in ("vae", "jointvae"))
+    monkeypatch.setattr(study_module, "run_status", lambda s, spec: study_module.RunStatus(
+        spec, "done" if spec is second else "new"))
+    ran: list[str] = []
+    monkeypatch.setattr(study_module, "run_attack", lambda config, folder: ran.append(config.model))
+    lines: list[str] = []
+    statuses = [study_module.RunStatus(first, "new"), study_module.RunStatus(second, "new")]
+    assert study_module.run_missing(study, statuses, log=lines.append) == [first]
+    assert ran == ["vae"]
+    assert lines[-1] == "[2/2] jointvae seed 0 / thesis-fast: finished meanwhile, kept"

@@ -415,10 +415,15 @@ def robustness_status(study: Study, data_dir: str | None = None) -> list[CardSta
 # ----------------------------------------------------------------------------- running
 def run_missing(study: Study, statuses: Sequence[RunStatus], device: str = "cpu",
                 data_dir: str | None = None, log: Any = print) -> list[RunSpec]:
-    """Make every ``new`` or ``partial`` run (resuming partial ones); returns those made."""
+    """Make every ``new`` or ``partial`` run (resuming partial ones); returns those made. A run that
+    another process (a second study, a hand-run attack) finished since ``statuses`` were read is kept
+    as it is, so its recorded timings stay those of the call that made it."""
     todo = [st for st in statuses if st.state in ("new", "partial")]
     made = []
     for i, st in enumerate(todo, 1):
+        if run_status(study, st.spec).state == "done":  # finished meanwhile by another process: keep its record
+            log(f"[{i}/{len(todo)}] {st.spec.name} seed {st.spec.seed} / {st.spec.recipe}: finished meanwhile, kept")
+            continue
         config = run_config(study, st.spec, device, data_dir)
         verb = "resuming" if st.state == "partial" else "running"
         log(f"[{i}/{len(todo)}] {verb} {st.spec.name} seed {st.spec.seed} / {st.spec.recipe}: "

@@ -247,16 +247,22 @@ def make_missing_cards(plan: RobustnessPlan, statuses: Sequence[CardStatus], dat
                        device: str = "cpu", data_dir: str | None = None,
                        log: Callable[[str], Any] = print) -> list[CardSpec]:
     """Make every ``new`` or ``partial`` card (resuming partial ones) with the card's progress bar,
-    one after another; ``command`` (the study's) is recorded in each. Returns those made."""
+    one after another; ``command`` (the study's) is recorded in each. A card another process finished
+    since ``statuses`` were read is kept as it is. Returns those made."""
     todo = [st for st in statuses if st.state in ("new", "partial")]
+    made = []
     for i, st in enumerate(todo, 1):
         spec = st.spec
+        if card_status(plan, spec, dataset, data_dir).state == "done":  # finished meanwhile by another process
+            log(f"[{i}/{len(todo)}] the robustness card of {spec.model} seed {spec.seed}: finished meanwhile, kept")
+            continue
         verb = "resuming" if st.state == "partial" else "making"
         log(f"[{i}/{len(todo)}] {verb} the robustness card of {spec.model} seed {spec.seed} in {spec.folder}")
         card = zoo_robustness(spec.model, dataset, spec.seed, plan.settings, device=device, data_dir=data_dir,
                               out=spec.folder, progress_bar=True, latent_accuracy=plan.latent_accuracy)
         save_card(card, spec.folder, command)
-    return [st.spec for st in todo]
+        made.append(spec)
+    return made
 
 
 # ----------------------------------------------------------------------------- reporting

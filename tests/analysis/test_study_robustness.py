@@ -246,3 +246,22 @@ def test_a_card_state_follows_its_fingerprint_and_latent_classifier(
     assert state() == ("done", "")
     (folder / "card.json").unlink()
     assert state() == ("new", "")  # nothing to resume from and no card
+
+
+def test_a_card_finished_meanwhile_by_another_process_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A card listed as new that another process (a second study, a hand run) finished before this
+    loop reaches it is not made again: re-saving it would overwrite its recorded seconds."""
+    study = read_study(write(tmp_path, f"{RUNS}\n[robustness]\nmodels = ['vae']\nseeds = [0, 1]\n"))
+    assert study.robustness is not None
+    first, second = (study_robustness.CardStatus(spec, "new") for spec in study.robustness.cards)
+    finished = {second.spec}
+    monkeypatch.setattr(study_robustness, "card_status", lambda plan, spec, *a, **k: study_robustness.CardStatus(
+        spec, "done" if spec in finished else "new"))
+    made: list[Any] = []
+    monkeypatch.setattr(study_robustness, "zoo_robustness", lambda model, dataset, seed, *a, **k: made.append(seed) or "card")
+    monkeypatch.setattr(study_robustness, "save_card", lambda *a, **k: None)
+    lines: list[str] = []
+    assert study_robustness.make_missing_cards(study.robustness, [first, second], "mnist", "cmd",
+                                               log=lines.append) == [first.spec]
+    assert made == [0]
+    assert lines[-1].endswith("vae seed 1: finished meanwhile, kept")
