@@ -790,8 +790,8 @@ def analysis_blocks(ctx: Context, spec: Mapping[str, Any], scatter: Figures | No
         family = settings.get("beta_line") if isinstance(settings, Mapping) else None
         blocks.append(correlation_table(
             ctx, folder / "beta-effect.csv", "analysis-beta-effect",
-            f"β effect: Spearman ρ of each metric against β{f' over the {family} models' if family else ''} "
-            f"({'seed means' if UNIT_GROUPS[unit] else 'each seed a point'})", (Col("metric", ("y",)),)))
+            f"β effect: Spearman ρ of each metric against β over the {f'{family} ' if family else ''}"
+            f"{unit_points(unit)}", (Col("metric", ("y",)),)))
     if scatter is not None:
         blocks.append(scatter)
     if (folder / "models.csv").is_file():
