@@ -356,6 +356,7 @@ def test_study_runs_resumes_and_writes_its_tables(
     printed = capsys.readouterr().out
     assert "3 new, 6 skipped" in printed
     assert "model vae-wd seed 1 is not in the zoo yet" in printed and "'no-such-recipe' does not exist yet" in printed
+    assert "time left: unknown; not priced, none of their kind done yet: 2 × thesis" in printed
     assert not (study / "runs").exists()
 
     assert cli_main(["study", toml, "--draft-readme"]) == 0
@@ -400,7 +401,8 @@ def test_study_runs_resumes_and_writes_its_tables(
     # a second invocation runs nothing and rewrites the same tables
     before = snapshot(study)
     assert cli_main(["study", toml]) == 0
-    assert "nothing to run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "nothing to run" in printed and "time left: nothing to make; 6 skipped run(s)" in printed
     after = snapshot(study)
     assert set(after) == set(before)
     for name, (content, mtime) in before.items():

@@ -22,6 +22,7 @@ from robust_vae.analysis.study import (
     study_status,
     write_text,
 )
+from robust_vae.analysis.study_eta import eta_groups, format_eta
 from robust_vae.analysis.study_robustness import format_cards
 from robust_vae.attacks import parse_overrides
 from robust_vae.cli.options import add_common, positive_int
@@ -106,6 +107,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     if study.robustness is not None:
         print()
         print(format_cards(cards, study.out_dir))
+    if not args.report_only:
+        waiting = sum(st.state == "skipped" for st in statuses) + sum(card.state == "skipped" for card in cards)
+        print(format_eta(eta_groups(statuses, cards), waiting))
     if args.dry_run:
         return 0
     if not args.report_only:
