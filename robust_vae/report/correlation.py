@@ -128,7 +128,21 @@ def correlation_markdown(table: pd.DataFrame, digits: int = 2, points: str = DEF
     key += (f"[low, high]: 95 % hierarchical-bootstrap percentile interval ({levels}); p: two-sided permutation "
             "p-value over the points" + (" (for the partial ρ, of the residuals on the control)" if partial else "")
             + "; q: Benjamini–Hochberg q-value over the table's rows; replicates: bootstrap replicates used.")
+    outside = _outside_interval(table)
+    if outside:
+        key += (f" {outside} ρ lie outside their interval, which is no error: near ±1 the resampled ρ cannot go "
+                "further, and a resample that repeats a model ties its ranks, so most resamples fall short of the "
+                "extreme and the percentile interval stops before it.")
     return markdown_table(header, rows, align) + "\n\n" + key + "\n"
+
+
+def _outside_interval(table: pd.DataFrame) -> int:
+    """How many ρ and partial ρ of ``table`` lie outside their own bootstrap interval (NaN: not counted)."""
+    count = 0
+    for value, low, high in (("rho", "rho_low", "rho_high"), ("partial_rho", "partial_low", "partial_high")):
+        v, lo, hi = (pd.to_numeric(table[c], errors="coerce") for c in (value, low, high))
+        count += int(((v < lo - 1e-9) | (v > hi + 1e-9)).sum())
+    return count
 
 
 def _latex_interval(value: Any, low: Any, high: Any, digits: int) -> str:

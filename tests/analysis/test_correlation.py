@@ -288,6 +288,13 @@ def test_correlation_table_and_its_files(tmp_path) -> None:
     assert list(back.columns) == list(TABLE_COLUMNS) and back["rho"].to_numpy() == pytest.approx(table["rho"])
     assert "partial" not in correlation_markdown(raw)
 
+    # a ρ outside its own percentile interval (as ρ = ±1 over few models can be) is said under the table
+    assert "outside their interval" not in markdown
+    edge = table.copy()
+    edge.loc[0, "rho"] = edge.loc[0, "rho_low"] - 0.05
+    edge.loc[2, "partial_rho"] = edge.loc[2, "partial_high"] + 0.05  # row 1 (y = the control) has none
+    assert "2 ρ lie outside their interval, which is no error" in correlation_markdown(edge)
+
 
 def test_beta_effect_follows_one_family() -> None:
     rng = np.random.default_rng(6)
