@@ -46,6 +46,14 @@ def _recorded_seconds(path: Path, key: str) -> float | None:
     return float(value) if isinstance(value, int | float) and value >= 0 else None
 
 
+def _group(label: str, items: Sequence[RunStatus | CardStatus], record: str, key: str) -> EtaGroup:
+    """``items``' count still to make, priced at the mean ``key`` of the ``record`` JSON of the done ones."""
+    timed = [s for st in items if st.state == "done"
+             and (s := _recorded_seconds(st.spec.folder / record, key)) is not None]
+    return EtaGroup(label, sum(st.state in TO_MAKE for st in items), len(timed),
+                    statistics.fmean(timed) if timed else None)
+
+
 def eta_groups(statuses: Sequence[RunStatus], cards: Sequence[CardStatus] = ()) -> list[EtaGroup]:
     """One group per (recipe, per_pair) with a run still to make, in the study's order, then one for
     the cards when a card is still to make."""
@@ -54,19 +62,11 @@ def eta_groups(statuses: Sequence[RunStatus], cards: Sequence[CardStatus] = ()) 
         key = (st.spec.recipe, st.spec.per_pair)
         if st.state in TO_MAKE and key not in keys:
             keys.append(key)
-    groups = []
-    for recipe, per_pair in keys:
-        same = [st for st in statuses if (st.spec.recipe, st.spec.per_pair) == (recipe, per_pair)]
-        timed = [s for st in same if st.state == "done"
-                 and (s := _recorded_seconds(st.spec.folder / "run.json", "attack_seconds")) is not None]
-        label = recipe + ("" if per_pair is None else f" (per_pair {per_pair})")
-        groups.append(EtaGroup(label, sum(st.state in TO_MAKE for st in same), len(timed),
-                               statistics.fmean(timed) if timed else None))
+    groups = [_group(recipe + ("" if per_pair is None else f" (per_pair {per_pair})"),
+                     [st for st in statuses if (st.spec.recipe, st.spec.per_pair) == (recipe, per_pair)],
+                     "run.json", "attack_seconds") for recipe, per_pair in keys]
     if any(card.state in TO_MAKE for card in cards):
-        timed = [s for card in cards if card.state == "done"
-                 and (s := _recorded_seconds(card.spec.folder / "card.json", "seconds")) is not None]
-        groups.append(EtaGroup("robustness card", sum(card.state in TO_MAKE for card in cards), len(timed),
-                               statistics.fmean(timed) if timed else None))
+        groups.append(_group("robustness card", cards, "card.json", "seconds"))
     return groups
 
 
@@ -85,13 +85,15 @@ def format_eta(groups: Sequence[EtaGroup], skipped: int = 0) -> str:
     waiting = f"; {skipped} skipped run(s) and card(s) not priced (not runnable yet: see why above)" if skipped else ""
     if not groups:
         return "time left: nothing to make" + waiting
-    priced = [g for g in groups if g.seconds is not None]
-    parts = [f"{g.to_make} × {g.label} at {format_duration(g.mean_seconds)} (mean of {g.done_timed} done)"
-             for g in priced if g.mean_seconds is not None]
-    unpriced = [f"{g.to_make} × {g.label}" for g in groups if g.seconds is None]
-    total = sum(g.seconds for g in priced if g.seconds is not None)
-    line = (f"time left: about {format_duration(total)} of wall time at the speed this study's done runs ran"
-            f"{' (' + '; '.join(parts) + ')' if parts else ''}" if priced else "time left: unknown")
+    parts, unpriced, total = [], [], 0.0
+    for g in groups:
+        if g.mean_seconds is None:
+            unpriced.append(f"{g.to_make} × {g.label}")
+        else:
+            total += g.to_make * g.mean_seconds
+            parts.append(f"{g.to_make} × {g.label} at {format_duration(g.mean_seconds)} (mean of {g.done_timed} done)")
+    line = (f"time left: about {format_duration(total)} of wall time at the speed this study's done runs ran "
+            f"({'; '.join(parts)})" if parts else "time left: unknown")
     if unpriced:
         line += f"; not priced, none of their kind done yet: {', '.join(unpriced)}"
     return line + waiting
